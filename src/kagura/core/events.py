@@ -1,0 +1,56 @@
+"""Typed events of an LLM stream, as produced by every transport.
+
+A stream is a sequence of :data:`StreamEvent`: text deltas and tool-call deltas
+while the model writes, then usually one :class:`Usage` and one :class:`Finish`.
+
+>>> from kagura.core.events import TextDelta, Finish
+>>> [e for e in (TextDelta("Hi"), Finish("stop")) if isinstance(e, TextDelta)]
+[TextDelta(text='Hi')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Finish", "StreamEvent", "TextDelta", "ToolCallDelta", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the assistant's text (never empty)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call; fragments with the same ``index`` form one call.
+
+    ``id`` and ``name`` usually arrive on the first fragment only; ``arguments``
+    is a piece of the JSON argument string.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts. ``estimated`` is True when kagura counted, not the provider."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Why the model stopped: ``"stop"``, ``"length"``, ``"tool_calls"``, ``"content_filter"``..."""
+
+    reason: str | None
+
+
+StreamEvent = TextDelta | ToolCallDelta | Usage | Finish

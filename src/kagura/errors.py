@@ -1,0 +1,179 @@
+"""kagura's exceptions: one small hierarchy, so callers catch what they mean.
+
+::
+
+    KaguraError
+    ├── ConfigError (also ValueError)       bad settings, colliding kwargs
+    ├── LLMError                            anything the provider or transport did
+    │   ├── AuthError                       401/403, missing key, OAuth2 failure
+    │   │   └── MissingAPIKeyError          names the environment variable to set
+    │   ├── RateLimitError                  429
+    │   ├── ModelNotFoundError              names the model
+    │   ├── ProviderError                   other provider/transport failures
+    │   └── StreamError                     failed after the stream started
+    │       ├── FirstTokenTimeout (also TimeoutError)
+    │       └── IdleTimeout       (also TimeoutError)
+    ├── ParseError (also ValueError)        model output did not parse/validate
+    └── StreamConsumedError (also RuntimeError)
+
+Every :class:`LLMError` carries ``partial_text`` (the text received before the
+failure, ``""`` if none) and ``usage`` (the usage known so far, or ``None``);
+the provider's original exception stays as ``__cause__``. Messages never contain
+credentials: build them with :func:`kagura.core.redact.redact` when quoting
+anything that came from a provider.
+
+>>> try:
+...     raise StreamError("connection dropped", partial_text="Hello, wor")
+... except LLMError as e:
+...     e.partial_text
+'Hello, wor'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kagura.core.events import Usage
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "FirstTokenTimeout",
+    "IdleTimeout",
+    "KaguraError",
+    "LLMError",
+    "MissingAPIKeyError",
+    "ModelNotFoundError",
+    "ParseError",
+    "ProviderError",
+    "RateLimitError",
+    "StreamConsumedError",
+    "StreamError",
+]
+
+
+class KaguraError(Exception):
+    """Base of every exception kagura raises on purpose."""
+
+
+class ConfigError(KaguraError, ValueError):
+    """Invalid settings or arguments (for example a kwarg that collides with a config field)."""
+
+
+class LLMError(KaguraError):
+    """A call to a model failed.
+
+    Attributes:
+        model: the model name the call used, if known.
+        status_code: the HTTP status, if the failure had one.
+        partial_text: text received before the failure (``""`` if none).
+        usage: token usage known at the time of the failure, or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status_code: int | None = None,
+        partial_text: str = "",
+        usage: Usage | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.status_code = status_code
+        self.partial_text = partial_text
+        self.usage = usage
+
+    def with_progress(self, *, partial_text: str, usage: Usage | None) -> LLMError:
+        """Return this error with the stream's progress recorded on it (in place)."""
+        self.partial_text = partial_text
+        if usage is not None:
+            self.usage = usage
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_llm_error,
+            (type(self), self.message, self.model, self.status_code, self.partial_text, self.usage),
+        )
+
+
+def _rebuild_llm_error(
+    cls: type[LLMError],
+    message: str,
+    model: str | None,
+    status_code: int | None,
+    partial_text: str,
+    usage: Usage | None,
+) -> LLMError:
+    err = cls.__new__(cls)
+    LLMError.__init__(
+        err,
+        message,
+        model=model,
+        status_code=status_code,
+        partial_text=partial_text,
+        usage=usage,
+    )
+    return err
+
+
+class AuthError(LLMError):
+    """The provider refused the credentials, or none could be obtained."""
+
+
+class MissingAPIKeyError(AuthError):
+    """No API key was given and the provider's environment variable is not set.
+
+    Attributes:
+        env_var: the environment variable to set (for example ``OPENAI_API_KEY``).
+    """
+
+    def __init__(self, message: str, *, env_var: str | None = None, model: str | None = None):
+        super().__init__(message, model=model)
+        self.env_var = env_var
+
+
+class RateLimitError(LLMError):
+    """The provider answered 429 (after kagura's retries, if any)."""
+
+
+class ModelNotFoundError(LLMError):
+    """The model name is not known to the provider or to litellm."""
+
+
+class ProviderError(LLMError):
+    """Any other failure of the provider or the transport (5xx, bad response, network)."""
+
+
+class StreamError(LLMError):
+    """The stream failed after it had started; ``partial_text`` holds what arrived."""
+
+
+class FirstTokenTimeout(StreamError, TimeoutError):
+    """No text arrived within ``first_token_timeout`` seconds of the request."""
+
+
+class IdleTimeout(StreamError, TimeoutError):
+    """No chunk arrived within ``idle_timeout`` seconds of the previous one."""
+
+
+class ParseError(KaguraError, ValueError):
+    """Model output could not be parsed into the requested type.
+
+    Attributes:
+        raw_text: the full text that failed to parse.
+        errors: pydantic's error list (``ValidationError.errors()``), or ``[]``.
+    """
+
+    def __init__(self, message: str, *, raw_text: str, errors: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.errors: list[Any] = errors if errors is not None else []
+
+
+class StreamConsumedError(KaguraError, RuntimeError):
+    """A one-shot stream was iterated a second time."""

@@ -1,0 +1,1 @@
+"""Tools for testing code that streams: hypothesis strategies, a loopback server, fake streams."""
