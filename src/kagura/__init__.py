@@ -1,1 +1,112 @@
-"""kagura."""
+"""kagura: stream LLM output as reactive pipelines.
+
+>>> import asyncio, kagura
+>>> async def main():
+...     config = kagura.LLMConfig(model="kagura/echo")
+...     return [chunk async for chunk in kagura.call_llm_stream("Hello, stream.", config)]
+>>> asyncio.run(main())
+['Hello, ', 'stream.']
+
+``import kagura`` is cheap: names load on first use, and litellm is imported
+only by the first call that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kagura import errors as errors
+    from kagura import operators as operators
+    from kagura.core.config import LLMConfig as LLMConfig
+    from kagura.core.events import (
+        Finish as Finish,
+    )
+    from kagura.core.events import (
+        StreamEvent as StreamEvent,
+    )
+    from kagura.core.events import (
+        TextDelta as TextDelta,
+    )
+    from kagura.core.events import (
+        ToolCall as ToolCall,
+    )
+    from kagura.core.events import (
+        ToolCallDelta as ToolCallDelta,
+    )
+    from kagura.core.events import (
+        Usage as Usage,
+    )
+    from kagura.core.llm import call_llm as call_llm
+    from kagura.core.metrics import StreamMetrics as StreamMetrics
+    from kagura.core.streaming import call_llm_stream as call_llm_stream
+    from kagura.core.streaming import stream_events as stream_events
+    from kagura.core.streaming import stream_to_string as stream_to_string
+    from kagura.errors import (
+        AuthError as AuthError,
+    )
+    from kagura.errors import (
+        ConfigError as ConfigError,
+    )
+    from kagura.errors import (
+        FirstTokenTimeout as FirstTokenTimeout,
+    )
+    from kagura.errors import (
+        IdleTimeout as IdleTimeout,
+    )
+    from kagura.errors import (
+        KaguraError as KaguraError,
+    )
+    from kagura.errors import (
+        LLMError as LLMError,
+    )
+    from kagura.errors import (
+        ParseError as ParseError,
+    )
+    from kagura.errors import (
+        StreamError as StreamError,
+    )
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded on first access)
+_EXPORTS: dict[str, str] = {
+    "LLMConfig": "kagura.core.config",
+    "call_llm": "kagura.core.llm",
+    "call_llm_stream": "kagura.core.streaming",
+    "stream_events": "kagura.core.streaming",
+    "stream_to_string": "kagura.core.streaming",
+    "StreamMetrics": "kagura.core.metrics",
+    "Finish": "kagura.core.events",
+    "StreamEvent": "kagura.core.events",
+    "TextDelta": "kagura.core.events",
+    "ToolCall": "kagura.core.events",
+    "ToolCallDelta": "kagura.core.events",
+    "Usage": "kagura.core.events",
+    "AuthError": "kagura.errors",
+    "ConfigError": "kagura.errors",
+    "FirstTokenTimeout": "kagura.errors",
+    "IdleTimeout": "kagura.errors",
+    "KaguraError": "kagura.errors",
+    "LLMError": "kagura.errors",
+    "ParseError": "kagura.errors",
+    "StreamError": "kagura.errors",
+}
+_SUBMODULES = frozenset({"errors", "operators", "pipes", "testing"})
+
+__all__ = sorted([*_EXPORTS, "errors", "operators", "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kagura.{name}")
+    raise AttributeError(f"module 'kagura' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

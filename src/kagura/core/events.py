@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Finish", "StreamEvent", "TextDelta", "ToolCallDelta", "Usage"]
+__all__ = ["Completion", "Finish", "StreamEvent", "TextDelta", "ToolCall", "ToolCallDelta", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +54,22 @@ class Finish:
 
 
 StreamEvent = TextDelta | ToolCallDelta | Usage | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call: the model asks for ``name`` with JSON ``arguments``."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole (non-streamed) answer."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage | None = None
+    finish_reason: str | None = None

@@ -1,0 +1,1 @@
+"""The seed's layer: configuration, transports, call_llm and call_llm_stream."""

@@ -1,0 +1,102 @@
+"""call_llm (non-streaming, cached) and the request preparation every call shares.
+
+>>> import asyncio
+>>> from kagura.core.llm import LLMConfig, call_llm
+>>> asyncio.run(call_llm("Hello there", LLMConfig(model="kagura/echo")))
+'Hello there'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kagura.core.cache import cache_key, get_llm_cache
+from kagura.core.config import LLMConfig
+from kagura.core.transports.base import ChatRequest, Transport
+from kagura.errors import ConfigError
+
+__all__ = ["LLMConfig", "call_llm", "prepare_request", "resolve_transport", "to_messages"]
+
+Messages = Sequence[Mapping[str, Any]]
+
+# Settings that belong to LLMConfig; passing them as call kwargs is ambiguous.
+_RESERVED = frozenset(LLMConfig.model_fields) | {"messages", "stream", "stream_options"}
+
+
+def to_messages(prompt_or_messages: str | Messages) -> list[dict[str, Any]]:
+    """A prompt string becomes one user message; a message list is checked and copied."""
+    if isinstance(prompt_or_messages, str):
+        return [{"role": "user", "content": prompt_or_messages}]
+    messages: list[dict[str, Any]] = []
+    for i, message in enumerate(prompt_or_messages):
+        if not isinstance(message, Mapping) or "role" not in message:  # pyright: ignore[reportUnnecessaryIsInstance] (runtime check of user input)
+            raise ConfigError(f"message {i} must be a mapping with a 'role', got {type(message).__name__}")
+        messages.append(dict(message))
+    if not messages:
+        raise ConfigError("messages must not be empty")
+    return messages
+
+
+def prepare_request(
+    prompt_or_messages: str | Messages, config: LLMConfig | None, kwargs: Mapping[str, Any]
+) -> ChatRequest:
+    """Check the call's arguments and build the request."""
+    colliding = sorted(k for k in kwargs if k in _RESERVED)
+    if colliding:
+        names = ", ".join(colliding)
+        raise ConfigError(
+            f"{names} must be set on LLMConfig, not passed as a keyword argument "
+            f"(e.g. LLMConfig({colliding[0]}=...))"
+        )
+    return ChatRequest(
+        messages=to_messages(prompt_or_messages), config=config or LLMConfig(), params=dict(kwargs)
+    )
+
+
+_litellm_transport: Transport | None = None
+
+
+def resolve_transport(config: LLMConfig) -> Transport:
+    """The transport for a config (litellm today; the direct path comes with the performance work)."""
+    global _litellm_transport
+    if _litellm_transport is None:
+        from kagura.core.transports.litellm import LiteLLMTransport
+
+        _litellm_transport = LiteLLMTransport()
+    return _litellm_transport
+
+
+def _cache_params(request: ChatRequest) -> dict[str, Any]:
+    config = request.config
+    return {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+        "api_base": config.api_base,
+        **request.params,
+    }
+
+
+async def call_llm(
+    prompt_or_messages: str | Messages, config: LLMConfig | None = None, **kwargs: Any
+) -> str:
+    """Ask the model once and return its whole answer.
+
+    Answers are cached in :func:`~kagura.core.cache.get_llm_cache` (keyed on
+    messages, model and sampling parameters, never credentials) unless
+    ``config.enable_cache`` is False or the call passes ``tools``. Concurrent
+    identical calls share one request. Extra ``kwargs`` go to the provider.
+    """
+    request = prepare_request(prompt_or_messages, config, kwargs)
+    transport = resolve_transport(request.config)
+
+    async def compute() -> str:
+        return (await transport.complete(request)).text
+
+    if not request.config.enable_cache or "tools" in request.params:
+        return await compute()
+    key = cache_key(
+        messages=request.messages, model=request.config.model, params=_cache_params(request)
+    )
+    return await get_llm_cache().get_or_compute(key, compute)

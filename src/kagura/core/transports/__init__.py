@@ -1,0 +1,1 @@
+"""Transports turn a chat request into a stream of typed events."""

@@ -1,0 +1,58 @@
+"""Translate litellm (and openai SDK) exceptions into kagura's typed errors."""
+
+from __future__ import annotations
+
+import re
+
+from kagura.core.redact import redact
+from kagura.errors import (
+    AuthError,
+    LLMError,
+    ModelNotFoundError,
+    ProviderError,
+    RateLimitError,
+    StreamError,
+)
+
+__all__ = ["translate_litellm_error"]
+
+_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
+
+
+def _message(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    return redact(_PREFIX.sub("", text))
+
+
+def translate_litellm_error(exc: BaseException, *, model: str, started: bool) -> LLMError:
+    """Map a litellm exception to a kagura error (the caller chains ``from exc``).
+
+    ``started`` says whether the stream had produced a chunk: litellm raises
+    ``MidStreamFallbackError`` both for an error event in the stream and for a
+    dropped connection, so only the caller knows it is mid-stream.
+    """
+    if isinstance(exc, LLMError):
+        return exc
+    kind = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    detail = _message(exc)
+    if started or kind == "MidStreamFallbackError":
+        return StreamError(f"stream from {model!r} failed mid-stream: {detail}", model=model, status_code=status)
+    if kind in ("AuthenticationError", "PermissionDeniedError") or status in (401, 403):
+        return AuthError(f"{model!r}: the provider refused the credentials: {detail}", model=model, status_code=status)
+    if kind == "RateLimitError" or status == 429:
+        return RateLimitError(f"{model!r}: rate limited: {detail}", model=model, status_code=status)
+    if "LLM Provider NOT provided" in detail:
+        return ModelNotFoundError(
+            f"unknown model {model!r}: litellm cannot tell its provider; "
+            "prefix it with one, e.g. 'openai/<name>' for an OpenAI-compatible api_base",
+            model=model,
+        )
+    if kind == "NotFoundError" or status == 404:
+        return ModelNotFoundError(f"unknown model {model!r}: {detail}", model=model, status_code=status)
+    if kind in ("Timeout", "APITimeoutError"):
+        return ProviderError(f"{model!r}: request timed out: {detail}", model=model, status_code=status)
+    if kind == "APIConnectionError":
+        return ProviderError(f"{model!r}: could not reach the provider: {detail}", model=model, status_code=status)
+    return ProviderError(f"{model!r}: {kind}: {detail}", model=model, status_code=status)
