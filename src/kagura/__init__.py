@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kagura import errors as errors
     from kagura import operators as operators
+    from kagura import pipes as pipes
+    from kagura import testing as testing
     from kagura.core.config import LLMConfig as LLMConfig
     from kagura.core.events import (
         Finish as Finish,
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     from kagura.core.streaming import call_llm_stream as call_llm_stream
     from kagura.core.streaming import stream_events as stream_events
     from kagura.core.streaming import stream_to_string as stream_to_string
+    from kagura.pipes import AgentStream as AgentStream
+    from kagura.pipes import from_llm as from_llm
+    from kagura.pipes import from_llm_events as from_llm_events
+    from kagura.pipes import to_async_iterator as to_async_iterator
     from kagura.errors import (
         AuthError as AuthError,
     )
@@ -78,6 +84,10 @@ _EXPORTS: dict[str, str] = {
     "stream_events": "kagura.core.streaming",
     "stream_to_string": "kagura.core.streaming",
     "StreamMetrics": "kagura.core.metrics",
+    "AgentStream": "kagura.pipes",
+    "from_llm": "kagura.pipes",
+    "from_llm_events": "kagura.pipes",
+    "to_async_iterator": "kagura.pipes",
     "Finish": "kagura.core.events",
     "StreamEvent": "kagura.core.events",
     "TextDelta": "kagura.core.events",
@@ -95,7 +105,7 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = frozenset({"errors", "operators", "pipes", "testing"})
 
-__all__ = sorted([*_EXPORTS, "errors", "operators", "__version__"])
+__all__ = sorted([*_EXPORTS, "errors", "operators", "pipes", "testing", "__version__"])
 
 
 def __getattr__(name: str) -> Any:

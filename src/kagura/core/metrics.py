@@ -36,6 +36,14 @@ class StreamMetrics:
     finish_reason: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list[ToolCall])
 
+    def reset(self) -> None:
+        """Forget a previous run (a cold source re-subscribed starts afresh)."""
+        self.started_at = self.first_token_at = self.ended_at = None
+        self.chunks = self.chars = 0
+        self.usage = None
+        self.finish_reason = None
+        self.tool_calls = []
+
     @property
     def ttft_s(self) -> float | None:
         """Seconds from the request to the first token."""

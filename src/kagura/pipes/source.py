@@ -1,0 +1,152 @@
+"""Sources: LLM streams and async iterables as cold ReactiveX Observables.
+
+Each subscription starts its own request (creating the Observable sends
+nothing); disposing the subscription cancels the pump task, which closes the
+async iterator (``aclose``) and so the HTTP response. Errors arrive as
+``on_error`` with kagura's typed errors; completion follows the stream's end.
+
+Thread rule: subscribe on the thread that runs the asyncio event loop (the
+adapter and :class:`~kagura.pipes.AgentStream` do). Items are emitted on that
+loop's thread, with no thread hop per item.
+
+>>> import asyncio, reactivex
+>>> from kagura.pipes import from_llm, to_async_iterator
+>>> from kagura.core.config import LLMConfig
+>>> async def main():
+...     return [t async for t in to_async_iterator(from_llm("a b c", LLMConfig(model="kagura/echo")))]
+>>> asyncio.run(main())
+['a ', 'b ', 'c']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar, cast
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import Disposable
+
+from kagura.core.config import LLMConfig
+from kagura.core.events import StreamEvent, TextDelta
+from kagura.core.llm import Messages, prepare_request
+from kagura.core.metrics import StreamMetrics
+from kagura.core.streaming import open_event_stream
+from kagura.pipes._demand import current_demand
+
+__all__ = ["from_async_iterable", "from_llm", "from_llm_events"]
+
+T = TypeVar("T")
+
+AsyncSource = AsyncIterable[T] | Callable[[], AsyncIterable[T]]
+
+
+def from_async_iterable(source: AsyncSource[T]) -> Observable[T]:
+    """Bridge an async iterable (or a factory of them) to a cold Observable.
+
+    Pass a factory (``lambda: agen()``) for a source that can be subscribed
+    more than once; an async generator object can be iterated only once.
+    The iterator is closed (``aclose``) on completion, error and dispose; after
+    each item the pump waits for the subscriber's demand (see :mod:`._demand`).
+
+    Marble (each item as the iterator yields it)::
+
+        iterator: a-b-c|
+        result:   a-b-c|
+    """
+
+    def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "kagura sources must be subscribed on the asyncio event loop's thread "
+                "(use kagura.pipes.to_async_iterator or AgentStream)"
+            ) from None
+        demand = current_demand.get()
+
+        async def pump() -> None:
+            iterable = source() if callable(source) else source
+            iterator: AsyncIterator[T] = aiter(iterable)
+            try:
+                if hasattr(iterator, "aclose"):
+                    async with aclosing(cast(Any, iterator)):
+                        await _drain(iterator)
+                else:
+                    await _drain(iterator)
+            except asyncio.CancelledError:
+                raise  # disposed: nobody is listening any more
+            except Exception as exc:
+                observer.on_error(exc)
+                return
+            observer.on_completed()
+
+        async def _drain(iterator: AsyncIterator[T]) -> None:
+            async for item in iterator:
+                observer.on_next(item)
+                if demand is not None and not demand.ready:
+                    await demand.wait()
+
+        task = loop.create_task(pump())
+        loop_thread = threading.get_ident()
+
+        def dispose() -> None:
+            if task.done():
+                return
+            if threading.get_ident() == loop_thread:
+                task.cancel()
+            else:
+                loop.call_soon_threadsafe(task.cancel)
+
+        return Disposable(dispose)
+
+    return reactivex.create(subscribe)
+
+
+def from_llm_events(
+    prompt_or_messages: str | Messages,
+    config: LLMConfig | None = None,
+    *,
+    metrics: StreamMetrics | None = None,
+    **kwargs: Any,
+) -> Observable[StreamEvent]:
+    """A cold Observable of the typed events of one LLM call per subscription.
+
+    Events: :class:`~kagura.TextDelta`, :class:`~kagura.ToolCallDelta`,
+    :class:`~kagura.Usage` (``estimated=True`` when the provider sent none) and
+    :class:`~kagura.Finish`. ``metrics``, if given, is reset and filled in by
+    each subscription (time to first token, chunks, usage...). Arguments are
+    checked now, so a bad call fails here rather than at subscribe time.
+    """
+    request = prepare_request(prompt_or_messages, config, kwargs)
+
+    def events() -> AsyncIterable[StreamEvent]:
+        if metrics is not None:
+            metrics.reset()
+        return open_event_stream(request, metrics)
+
+    return from_async_iterable(events)
+
+
+def from_llm(
+    prompt_or_messages: str | Messages,
+    config: LLMConfig | None = None,
+    *,
+    metrics: StreamMetrics | None = None,
+    **kwargs: Any,
+) -> Observable[str]:
+    """A cold Observable of the answer's text deltas (one request per subscription).
+
+    Marble::
+
+        network: --"Hel"--"lo"--"!"--|
+        result:  --"Hel"--"lo"--"!"--|
+    """
+    return from_llm_events(prompt_or_messages, config, metrics=metrics, **kwargs).pipe(
+        ops.filter(lambda e: isinstance(e, TextDelta)),
+        ops.map(lambda e: cast(TextDelta, e).text),
+    )
