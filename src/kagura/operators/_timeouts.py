@@ -1,0 +1,204 @@
+"""first_token_timeout and idle_timeout: fail a stalled stream and close its upstream."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
+from reactivex.scheduler import TimeoutScheduler
+
+from kagura.errors import ConfigError, FirstTokenTimeout, IdleTimeout
+
+__all__ = ["first_token_timeout", "idle_timeout"]
+
+_T = TypeVar("_T")
+
+
+def first_token_timeout(
+    seconds: float, *, scheduler: abc.SchedulerBase | None = None
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Fail with :class:`~kagura.errors.FirstTokenTimeout` if nothing arrives in time.
+
+    The clock starts at subscription (when the request is sent). If no item has
+    arrived after ``seconds``, the upstream is disposed (closing the HTTP
+    stream) and the error is raised; once the first item arrives the operator
+    only passes items through.
+
+    Marble, ``seconds=3`` with a timespan of 1::
+
+        source: -----a-|
+        result: ---#
+        upstream subscription: ^--!
+
+    >>> import reactivex
+    >>> from reactivex.testing import TestScheduler
+    >>> s = TestScheduler()
+    >>> failures = []
+    >>> _ = reactivex.never().pipe(first_token_timeout(10)).subscribe(
+    ...     on_error=failures.append, scheduler=s
+    ... )
+    >>> s.advance_to(60)
+    >>> failures
+    [FirstTokenTimeout('no text within 10 s of the request')]
+    """
+    _check_positive("first_token_timeout", seconds)
+
+    def _first_token_timeout(source: Observable[_T]) -> Observable[_T]:
+        def subscribe(
+            observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+            lock = threading.RLock()
+            timer = SerialDisposable()
+            upstream = SingleAssignmentDisposable()
+            started = False
+            done = False
+
+            def expire(_: abc.SchedulerBase, __: Any = None) -> None:
+                nonlocal done
+                with lock:
+                    if started or done:
+                        return
+                    done = True
+                upstream.dispose()
+                observer.on_error(FirstTokenTimeout(f"no text within {seconds:g} s of the request"))
+
+            def on_next(value: _T) -> None:
+                nonlocal started
+                with lock:
+                    if done:
+                        return
+                    if not started:
+                        started = True
+                        timer.dispose()
+                    observer.on_next(value)
+
+            def on_error(error: Exception) -> None:
+                nonlocal done
+                with lock:
+                    if done:
+                        return
+                    done = True
+                    timer.dispose()
+                    observer.on_error(error)
+
+            def on_completed() -> None:
+                nonlocal done
+                with lock:
+                    if done:
+                        return
+                    done = True
+                    timer.dispose()
+                    observer.on_completed()
+
+            timer.disposable = sched.schedule_relative(seconds, expire)
+            upstream.disposable = source.subscribe(
+                on_next, on_error, on_completed, scheduler=subscribe_scheduler
+            )
+            return CompositeDisposable(timer, upstream)
+
+        return Observable(subscribe)
+
+    return _first_token_timeout
+
+
+def idle_timeout(
+    seconds: float, *, scheduler: abc.SchedulerBase | None = None
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Fail with :class:`~kagura.errors.IdleTimeout` if the stream stalls between items.
+
+    The clock starts at the first item and restarts at every item; the wait for
+    the first item is :func:`first_token_timeout`'s job (a model may think for a
+    long time before it writes), so combine the two. When it expires, the
+    upstream is disposed (closing the HTTP stream) and the error carries the
+    text received so far (for ``str`` items) as ``partial_text``.
+
+    Marble, ``seconds=3`` with a timespan of 1 (``partial_text == "ab"``)::
+
+        source: -a-b-----c-|
+        result: -a-b--#
+        upstream subscription: ^-----!
+
+    >>> import reactivex
+    >>> from reactivex.testing import TestScheduler
+    >>> s = TestScheduler()
+    >>> failures = []
+    >>> stalled = reactivex.concat(reactivex.of("Hel", "lo"), reactivex.never())
+    >>> _ = stalled.pipe(idle_timeout(30)).subscribe(on_error=failures.append, scheduler=s)
+    >>> s.advance_to(60)
+    >>> failures[0].partial_text
+    'Hello'
+    """
+    _check_positive("idle_timeout", seconds)
+
+    def _idle_timeout(source: Observable[_T]) -> Observable[_T]:
+        def subscribe(
+            observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+            lock = threading.RLock()
+            timer = SerialDisposable()
+            upstream = SingleAssignmentDisposable()
+            text: list[str] = []  # str items so far, for partial_text
+            generation = 0  # which item the running timer belongs to
+            done = False
+
+            def expire(_: abc.SchedulerBase, due_generation: int | None = None) -> None:
+                nonlocal done
+                with lock:
+                    if done or due_generation != generation:
+                        return
+                    done = True
+                upstream.dispose()
+                observer.on_error(
+                    IdleTimeout(
+                        f"no chunk within {seconds:g} s of the previous one",
+                        partial_text="".join(text),
+                    )
+                )
+
+            def on_next(value: _T) -> None:
+                nonlocal generation
+                with lock:
+                    if done:
+                        return
+                    generation += 1
+                    timer.disposable = sched.schedule_relative(seconds, expire, generation)
+                    if isinstance(value, str):
+                        text.append(value)
+                    observer.on_next(value)
+
+            def on_error(error: Exception) -> None:
+                nonlocal done
+                with lock:
+                    if done:
+                        return
+                    done = True
+                    timer.dispose()
+                    observer.on_error(error)
+
+            def on_completed() -> None:
+                nonlocal done
+                with lock:
+                    if done:
+                        return
+                    done = True
+                    timer.dispose()
+                    observer.on_completed()
+
+            upstream.disposable = source.subscribe(
+                on_next, on_error, on_completed, scheduler=subscribe_scheduler
+            )
+            return CompositeDisposable(timer, upstream)
+
+        return Observable(subscribe)
+
+    return _idle_timeout
+
+
+def _check_positive(name: str, seconds: float) -> None:
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be positive, got {seconds!r}")
