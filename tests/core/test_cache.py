@@ -459,3 +459,15 @@ def test_default_cache_get_and_set() -> None:
     assert fresh is not mine
     assert len(fresh) == 0
     assert fresh.max_size == 1000
+
+
+def test_per_entry_ttl_overrides_the_cache_ttl() -> None:
+    now = 0.0
+    cache = LLMCache(ttl=100.0, clock=lambda: now)
+    cache.set("short", "a", ttl=5.0)
+    cache.set("forever", "b", ttl=0)
+    cache.set("default", "c")
+    now = 50.0
+    assert (cache.get("short"), cache.get("forever"), cache.get("default")) == (None, "b", "c")
+    now = 1e9
+    assert (cache.get("forever"), cache.get("default")) == ("b", None)

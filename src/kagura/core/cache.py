@@ -134,12 +134,16 @@ class LLMCache:
             self._hits += 1
             return entry.value
 
-    def set(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key`` as the most recently used entry."""
+    def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` as the most recently used entry.
+
+        ``ttl`` overrides the cache's TTL for this entry (``0``: no expiry).
+        """
         if not isinstance(value, str):  # pyright: ignore[reportUnnecessaryIsInstance] -- callers may not be type-checked
             raise TypeError(f"LLMCache stores str values, not {type(value).__name__}")
         with self._lock:
-            expires_at = self._clock() + self.ttl if self.ttl else float("inf")
+            lifetime = self.ttl if ttl is None else ttl
+            expires_at = self._clock() + lifetime if lifetime else float("inf")
             self._entries[key] = _Entry(value, expires_at)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_size:
@@ -169,7 +173,9 @@ class LLMCache:
                 expirations=self._expirations,
             )
 
-    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
+    async def get_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[str]], *, ttl: float | None = None
+    ) -> str:
         """Return the stored value, or compute, store and return it.
 
         Concurrent calls for the same key on one event loop share one ``compute()``
@@ -186,14 +192,16 @@ class LLMCache:
             pending = self._inflight.setdefault(loop, {})
             task = pending.get(key)
             if task is None:
-                task = loop.create_task(self._compute_and_store(key, compute))
+                task = loop.create_task(self._compute_and_store(key, compute, ttl))
                 pending[key] = task
         return await asyncio.shield(task)
 
-    async def _compute_and_store(self, key: str, compute: Callable[[], Awaitable[str]]) -> str:
+    async def _compute_and_store(
+        self, key: str, compute: Callable[[], Awaitable[str]], ttl: float | None
+    ) -> str:
         try:
             value = await compute()
-            self.set(key, value)
+            self.set(key, value, ttl=ttl)
             return value
         finally:
             with self._lock:
@@ -203,8 +211,6 @@ class LLMCache:
 
     def _purge_expired(self) -> None:
         """Drop expired entries; call with ``_lock`` held."""
-        if not self.ttl:
-            return
         now = self._clock()
         expired = [k for k, e in self._entries.items() if now >= e.expires_at]
         for k in expired:

@@ -99,4 +99,4 @@ async def call_llm(
     key = cache_key(
         messages=request.messages, model=request.config.model, params=_cache_params(request)
     )
-    return await get_llm_cache().get_or_compute(key, compute)
+    return await get_llm_cache().get_or_compute(key, compute, ttl=request.config.cache_ttl)

@@ -1,0 +1,55 @@
+"""Shared fixtures: the loopback OpenAI-compatible server, configs pointing at it, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from kagura.core.config import LLMConfig
+from kagura.testing.loopback import LoopbackServer
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "dev", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+RECORDED = Path(__file__).resolve().parents[2] / "shared" / "data" / "openai-recorded"
+GOLDEN_RULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "golden_rules_en.json"
+
+
+@pytest.fixture(scope="session")
+def loopback_server() -> Iterator[LoopbackServer]:
+    with LoopbackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def loopback(loopback_server: LoopbackServer) -> Iterator[LoopbackServer]:
+    """The session's loopback server, with an empty script queue and fresh counters."""
+    loopback_server.reset()
+    yield loopback_server
+    loopback_server.reset()
+
+
+@pytest.fixture
+def loopback_config(loopback: LoopbackServer) -> LLMConfig:
+    """A config that sends requests to the loopback server through litellm, no retries."""
+    return LLMConfig(
+        model="openai/gpt-4o-mini", api_base=loopback.base_url, api_key="sk-test-0123456789", max_retries=0
+    )
+
+
+@pytest.fixture
+def recorded_dir() -> Path:
+    if not RECORDED.is_dir():
+        pytest.skip(f"recorded streams not found at {RECORDED} (the shared/ folder beside the repo)")
+    return RECORDED
