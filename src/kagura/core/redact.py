@@ -36,8 +36,9 @@ _SECRET_KEY = re.compile(
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _KEY_VALUE = re.compile(
-    r"(?<![\w.-])(?P<key>[A-Za-z][\w.-]*?(?:key|token|authorization|secret|password|passwd"
+    r"(?<![\w.-])(?P<key>(?:[A-Za-z][\w.-]*?)?(?:key|token|authorization|secret|password|passwd"
     r"|credentials?|cookie|auth))(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+    r"(?!(?:(?:Bearer|Basic|Token)\s+)?\[REDACTED\])"  # already redacted: keep idempotent
     r"(?P<value>(?:(?:Bearer|Basic|Token)\s+)?[^\s\"',;&)}\]]+)",
     re.IGNORECASE,
 )

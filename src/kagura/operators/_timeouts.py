@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
@@ -15,6 +16,7 @@ from kagura.errors import ConfigError, FirstTokenTimeout, IdleTimeout
 __all__ = ["first_token_timeout", "idle_timeout"]
 
 _T = TypeVar("_T")
+_CLOCK_RESOLUTION = 1e-6  # datetime's resolution: a remainder this small has elapsed
 
 
 def first_token_timeout(
@@ -143,13 +145,19 @@ def idle_timeout(
             timer = SerialDisposable()
             upstream = SingleAssignmentDisposable()
             text: list[str] = []  # str items so far, for partial_text
-            generation = 0  # which item the running timer belongs to
+            last_at: datetime | None = None  # when the latest item arrived
             done = False
 
-            def expire(_: abc.SchedulerBase, due_generation: int | None = None) -> None:
+            # One timer per ``seconds``, not one per chunk: when it fires early
+            # (items came meanwhile) it re-arms for the time still to wait.
+            def expire(_: abc.SchedulerBase, __: Any = None) -> None:
                 nonlocal done
                 with lock:
-                    if done or due_generation != generation:
+                    if done or last_at is None:
+                        return
+                    remaining = seconds - (sched.now - last_at).total_seconds()
+                    if remaining > _CLOCK_RESOLUTION:
+                        timer.disposable = sched.schedule_relative(remaining, expire)
                         return
                     done = True
                 upstream.dispose()
@@ -161,12 +169,13 @@ def idle_timeout(
                 )
 
             def on_next(value: _T) -> None:
-                nonlocal generation
+                nonlocal last_at
                 with lock:
                     if done:
                         return
-                    generation += 1
-                    timer.disposable = sched.schedule_relative(seconds, expire, generation)
+                    if last_at is None:
+                        timer.disposable = sched.schedule_relative(seconds, expire)
+                    last_at = sched.now
                     if isinstance(value, str):
                         text.append(value)
                     observer.on_next(value)

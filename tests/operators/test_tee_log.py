@@ -1,0 +1,156 @@
+"""tee_log: structured lifecycle events, the stream untouched, secrets redacted."""
+
+from __future__ import annotations
+
+import doctest
+from typing import Any
+
+import pytest
+import reactivex
+import structlog
+from reactivex import operators as rx
+from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing.marbles import marbles_testing
+from structlog.testing import capture_logs
+
+from kagura.errors import ConfigError
+from kagura.operators import _tee_log, tee_log
+from kagura.testing.scripted import marble_chunks
+
+KEY = "sk-proj-abcdefghijklmnop1234"
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(_tee_log).failed == 0
+
+
+def by_event(logs: list[Any]) -> dict[str, dict[str, Any]]:
+    return {entry["event"]: entry for entry in logs}
+
+
+def test_never_alters_the_stream() -> None:
+    with capture_logs(), marbles_testing() as (start, cold, _, exp):
+        results = start(cold("-a-b--c|").pipe(tee_log(every_chunk=True)))
+        assert results == exp("-a-b--c|")
+
+
+def test_logs_start_first_token_and_end_with_timings() -> None:
+    scheduler = TestScheduler()
+    source = marble_chunks("--a---b-|", {"a": "Hello, ", "b": "world!"}, scheduler=scheduler)
+    with capture_logs() as logs:
+        scheduler.start(lambda: source.pipe(tee_log(name="summary")))
+    assert [entry["event"] for entry in logs] == [
+        "stream.start",
+        "stream.first_token",
+        "stream.end",
+    ]
+    events = by_event(logs)
+    assert all(entry["stream"] == "summary" for entry in logs)
+    assert all(entry["log_level"] == "debug" for entry in logs)
+    assert events["stream.first_token"]["ttft_s"] == 2.0
+    end = events["stream.end"]
+    assert end["chunks"] == 2
+    assert end["chars"] == 13
+    assert end["duration_s"] == 8.0
+    assert end["ttft_s"] == 2.0
+    assert end["tokens_per_s"] == pytest.approx(13 / 4 / 6)
+    assert end["tokens_estimated"] is True
+
+
+def test_every_chunk_logs_each_item_redacted() -> None:
+    scheduler = TestScheduler()
+    source = marble_chunks("-a-b-|", {"a": "key ", "b": KEY}, scheduler=scheduler)
+    with capture_logs() as logs:
+        scheduler.start(lambda: source.pipe(tee_log(every_chunk=True, level="info")))
+    chunks = [entry for entry in logs if entry["event"] == "stream.chunk"]
+    assert [(c["index"], c["chars"], c["text"]) for c in chunks] == [
+        (0, 4, "key "),
+        (1, len(KEY), "[REDACTED]"),
+    ]
+    assert all(entry["log_level"] == "info" for entry in logs)
+
+
+def test_errors_are_logged_redacted_at_warning_or_above() -> None:
+    boom = RuntimeError(f"401 for api_key={KEY}")
+    scheduler = TestScheduler()
+    source = marble_chunks("-a-#", scheduler=scheduler, error=boom)
+    with capture_logs() as logs:
+        observer = scheduler.start(lambda: source.pipe(tee_log()))
+    assert observer.messages[-1] == ReactiveTest.on_error(203, boom)
+    error = by_event(logs)["stream.error"]
+    assert error["error_type"] == "RuntimeError"
+    assert KEY not in error["error"]
+    assert "[REDACTED]" in error["error"]
+    assert error["log_level"] == "warning"
+    assert (error["chunks"], error["chars"], error["duration_s"]) == (1, 1, 3.0)
+    assert "stream.end" not in by_event(logs)
+
+
+def test_error_level_follows_a_higher_level() -> None:
+    with capture_logs() as logs:
+        reactivex.throw(ValueError("x")).pipe(tee_log(level="critical")).subscribe(
+            on_error=lambda _: None
+        )
+    assert by_event(logs)["stream.error"]["log_level"] == "critical"
+
+
+def test_a_cancelled_stream_logs_cancel() -> None:
+    scheduler = TestScheduler()
+    source = marble_chunks("-a-b-c-|", scheduler=scheduler)
+    with capture_logs() as logs:
+        scheduler.start(lambda: source.pipe(tee_log()), disposed=204)
+    cancel = by_event(logs)["stream.cancel"]
+    assert (cancel["chunks"], cancel["duration_s"]) == (2, 4.0)
+    assert "stream.end" not in by_event(logs)
+
+
+def test_an_empty_stream_has_no_first_token_and_no_rate() -> None:
+    with capture_logs() as logs:
+        reactivex.empty().pipe(tee_log()).subscribe()
+    events = by_event(logs)
+    assert "stream.first_token" not in events
+    assert events["stream.end"]["chunks"] == 0
+    assert events["stream.end"]["ttft_s"] is None
+    assert events["stream.end"]["tokens_per_s"] is None
+
+
+def test_non_text_items_count_as_chunks_not_chars() -> None:
+    with capture_logs() as logs:
+        reactivex.of({"a": 1}, "ab").pipe(tee_log()).run()
+    end = by_event(logs)["stream.end"]
+    assert (end["chunks"], end["chars"]) == (2, 2)
+
+
+def test_uses_the_given_logger() -> None:
+    with capture_logs() as logs:
+        logger = structlog.get_logger("mine").bind(request_id="r1")
+        reactivex.of("a").pipe(tee_log(logger)).run()
+    assert logs
+    assert all(entry["request_id"] == "r1" for entry in logs)
+
+
+class _BrokenLogger:
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("logging is down")
+
+        return fail
+
+
+def test_a_failing_logger_never_breaks_the_stream() -> None:
+    out = reactivex.of("a", "b").pipe(tee_log(_BrokenLogger(), every_chunk=True), rx.to_list())
+    assert out.run() == ["a", "b"]
+    failing = reactivex.throw(ValueError("x")).pipe(tee_log(_BrokenLogger()))
+    with pytest.raises(ValueError, match="x"):
+        failing.run()
+
+
+def test_the_name_is_redacted_too() -> None:
+    with capture_logs() as logs:
+        reactivex.empty().pipe(tee_log(name=f"call with {KEY}")).subscribe()
+    assert all(KEY not in entry["stream"] for entry in logs)
+
+
+def test_an_unknown_level_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        tee_log(level="loud")  # type: ignore[arg-type]  # the error under test
