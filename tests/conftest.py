@@ -1,4 +1,4 @@
-"""Shared fixtures: the loopback OpenAI-compatible server, configs pointing at it, hypothesis profiles."""
+"""Shared fixtures: the loopback OpenAI-compatible server, configs for it, hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -44,12 +44,17 @@ def loopback(loopback_server: LoopbackServer) -> Iterator[LoopbackServer]:
 def loopback_config(loopback: LoopbackServer) -> LLMConfig:
     """A config that sends requests to the loopback server through litellm, no retries."""
     return LLMConfig(
-        model="openai/gpt-4o-mini", api_base=loopback.base_url, api_key="sk-test-0123456789", max_retries=0
+        model="openai/gpt-4o-mini",
+        api_base=loopback.base_url,
+        api_key="sk-test-0123456789",
+        max_retries=0,
     )
 
 
 @pytest.fixture
 def recorded_dir() -> Path:
     if not RECORDED.is_dir():
-        pytest.skip(f"recorded streams not found at {RECORDED} (the shared/ folder beside the repo)")
+        pytest.skip(
+            f"recorded streams not found at {RECORDED} (the shared/ folder beside the repo)"
+        )
     return RECORDED

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import kagura
 
 
@@ -20,9 +22,5 @@ def test_public_names_resolve() -> None:
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
-    try:
-        kagura.no_such_name  # type: ignore[attr-defined] # noqa: B018 (the access is the test)
-    except AttributeError as exc:
-        assert "no_such_name" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = kagura.no_such_name  # type: ignore[attr-defined] (the failing access is the test)

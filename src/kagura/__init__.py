@@ -45,10 +45,6 @@ if TYPE_CHECKING:
     from kagura.core.streaming import call_llm_stream as call_llm_stream
     from kagura.core.streaming import stream_events as stream_events
     from kagura.core.streaming import stream_to_string as stream_to_string
-    from kagura.pipes import AgentStream as AgentStream
-    from kagura.pipes import from_llm as from_llm
-    from kagura.pipes import from_llm_events as from_llm_events
-    from kagura.pipes import to_async_iterator as to_async_iterator
     from kagura.errors import (
         AuthError as AuthError,
     )
@@ -73,6 +69,10 @@ if TYPE_CHECKING:
     from kagura.errors import (
         StreamError as StreamError,
     )
+    from kagura.pipes import AgentStream as AgentStream
+    from kagura.pipes import from_llm as from_llm
+    from kagura.pipes import from_llm_events as from_llm_events
+    from kagura.pipes import to_async_iterator as to_async_iterator
 
 __version__ = "0.1.0"
 
@@ -105,7 +105,37 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = frozenset({"errors", "operators", "pipes", "testing"})
 
-__all__ = sorted([*_EXPORTS, "errors", "operators", "pipes", "testing", "__version__"])
+__all__ = [
+    "AgentStream",
+    "AuthError",
+    "ConfigError",
+    "Finish",
+    "FirstTokenTimeout",
+    "IdleTimeout",
+    "KaguraError",
+    "LLMConfig",
+    "LLMError",
+    "ParseError",
+    "StreamError",
+    "StreamEvent",
+    "StreamMetrics",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "__version__",
+    "call_llm",
+    "call_llm_stream",
+    "errors",
+    "from_llm",
+    "from_llm_events",
+    "operators",
+    "pipes",
+    "stream_events",
+    "stream_to_string",
+    "testing",
+    "to_async_iterator",
+]
 
 
 def __getattr__(name: str) -> Any:

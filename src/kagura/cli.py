@@ -133,7 +133,9 @@ def _stream(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kagura", description="Stream LLM output as reactive pipelines.")
+    parser = argparse.ArgumentParser(
+        prog="kagura", description="Stream LLM output as reactive pipelines."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="stream an answer through a small pipeline (works offline)")
@@ -142,9 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     stream = sub.add_parser("stream", help="stream one answer to the terminal")
     stream.add_argument("prompt")
-    stream.add_argument("--model", default=None, help="model (default: $KAGURA_MODEL, gpt-4o-mini, or kagura/replay offline)")
+    stream.add_argument(
+        "--model",
+        default=None,
+        help="model (default: $KAGURA_MODEL, gpt-4o-mini, or kagura/replay offline)",
+    )
     stream.add_argument("--sentences", action="store_true", help="emit whole sentences")
-    stream.add_argument("--throttle", type=float, default=None, metavar="SECONDS", help="coalesce output")
+    stream.add_argument(
+        "--throttle", type=float, default=None, metavar="SECONDS", help="coalesce output"
+    )
     stream.add_argument("--log", action="store_true", help="log stream events with structlog")
     stream.set_defaults(run=_stream)
     return parser
@@ -163,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         from kagura.errors import KaguraError
 
-        kind = type(exc).__name__ if isinstance(exc, KaguraError) else f"unexpected {type(exc).__name__}"
+        kind = (
+            type(exc).__name__
+            if isinstance(exc, KaguraError)
+            else f"unexpected {type(exc).__name__}"
+        )
         print(f"kagura: {kind}: {exc}", file=sys.stderr)
         return 1
 

@@ -6,20 +6,37 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from kagura import LLMConfig
-from kagura.core.oauth import StaticTokenProvider, register_token_provider, unregister_token_provider
+from kagura.core.oauth import (
+    StaticTokenProvider,
+    register_token_provider,
+    unregister_token_provider,
+)
 from kagura.errors import AuthError
 
 
 def test_defaults() -> None:
     config = LLMConfig()
-    assert (config.model, config.temperature, config.max_tokens, config.top_p) == ("gpt-4o-mini", 0.7, None, 1.0)
+    assert (config.model, config.temperature, config.max_tokens, config.top_p) == (
+        "gpt-4o-mini",
+        0.7,
+        None,
+        1.0,
+    )
     assert (config.enable_cache, config.cache_ttl, config.auth_type) == (True, 3600.0, "api_key")
-    assert config.first_token_timeout is None and config.idle_timeout is None
+    assert config.first_token_timeout is None
+    assert config.idle_timeout is None
 
 
 @pytest.mark.parametrize(
     "bad",
-    [{"temperature": -0.1}, {"top_p": 1.5}, {"max_tokens": 0}, {"cache_ttl": -1}, {"idle_timeout": 0}, {"model": ""}],
+    [
+        {"temperature": -0.1},
+        {"top_p": 1.5},
+        {"max_tokens": 0},
+        {"cache_ttl": -1},
+        {"idle_timeout": 0},
+        {"model": ""},
+    ],
 )
 def test_invalid_values_fail_at_construction(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

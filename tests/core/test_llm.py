@@ -20,7 +20,9 @@ def fresh_cache() -> Iterator[LLMCache]:
     set_llm_cache(None)
 
 
-async def test_returns_the_whole_answer(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_returns_the_whole_answer(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.text("The whole answer."))
     assert await call_llm("q", loopback_config) == "The whole answer."
     assert loopback.requests[0].body.get("stream") in (False, None)
@@ -65,7 +67,9 @@ async def test_concurrent_identical_calls_share_one_request(
     assert len(loopback.requests) == 1
 
 
-async def test_enable_cache_false_bypasses(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_enable_cache_false_bypasses(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     config = loopback_config.model_copy(update={"enable_cache": False})
     loopback.enqueue(Script.text("a"), Script.text("b"))
     assert [await call_llm("q", config), await call_llm("q", config)] == ["a", "b"]

@@ -88,7 +88,9 @@ async def test_with_oauth2(loopback: LoopbackServer) -> None:
         unregister_token_provider("loopback")
 
 
-async def test_error_handling_401_is_auth_error(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_error_handling_401_is_auth_error(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.error(401))
     with pytest.raises(AuthError) as info:
         await collect("x", loopback_config)
@@ -120,7 +122,12 @@ async def test_with_custom_config(loopback: LoopbackServer) -> None:
     await collect("x", config, seed=7)
     body = loopback.requests[0].body
     assert body["model"] == "my-local-model"
-    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (0.1, 50, 0.5, 7)
+    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (
+        0.1,
+        50,
+        0.5,
+        7,
+    )
 
 
 async def test_colliding_kwargs_are_a_clear_error(loopback_config: LLMConfig) -> None:
@@ -156,9 +163,12 @@ async def test_every_recorded_stream_reassembles(
         expected = entry.get("expected_text")
         if isinstance(expected, str):
             assert text == expected, entry["file"]
-        assert metrics.finish_reason == entry.get("finish_reason", metrics.finish_reason), entry["file"]
+        assert metrics.finish_reason == entry.get("finish_reason", metrics.finish_reason), entry[
+            "file"
+        ]
         usage = [e for e in events if isinstance(e, Usage)]
-        assert usage and not usage[-1].estimated, entry["file"]
+        assert usage, entry["file"]
+        assert not usage[-1].estimated, entry["file"]
 
 
 async def test_recorded_tool_call_stream(
@@ -171,7 +181,8 @@ async def test_recorded_tool_call_stream(
     assert [type(e) for e in events][-1] in (Usage, Finish)
     assert len(metrics.tool_calls) == 2
     for call in metrics.tool_calls:
-        assert call.name and call.id
+        assert call.name
+        assert call.id
         json.loads(call.arguments)
     assert metrics.finish_reason == "tool_calls"
 
@@ -212,28 +223,38 @@ async def test_retries_are_a_setting(loopback: LoopbackServer, loopback_config: 
 async def test_error_event_mid_stream(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
     loopback.enqueue(Script.chunks(["Hel", "lo ", "wor", "ld"], error_event_after=2))
     received: list[str] = []
-    with pytest.raises(StreamError) as info:
+
+    async def consume() -> None:
         async for chunk in call_llm_stream("x", loopback_config):
             received.append(chunk)
+
+    with pytest.raises(StreamError) as info:
+        await consume()
     assert received == ["Hel", "lo "]
     assert info.value.partial_text == "Hello "
 
 
-async def test_dropped_connection_mid_stream(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_dropped_connection_mid_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.chunks(["Hel", "lo ", "wor", "ld"], drop_after=3))
     with pytest.raises(StreamError) as info:
         await collect("x", loopback_config)
     assert info.value.partial_text == "Hello wor"
 
 
-async def test_malformed_line_mid_stream(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_malformed_line_mid_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.chunks(["Hel", "lo ", "wor", "ld"], malformed_after=1))
     with pytest.raises(StreamError) as info:
         await collect("x", loopback_config)
     assert info.value.partial_text == "Hel"
 
 
-async def test_stall_gives_idle_timeout(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_stall_gives_idle_timeout(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.chunks(["Hel", "lo ", "wor"], stall_after=2))
     config = loopback_config.model_copy(update={"idle_timeout": 0.3})
     with pytest.raises(IdleTimeout) as info:
@@ -264,7 +285,9 @@ async def test_break_after_first_chunk_closes_the_stream(
     assert loopback.streams_closed_by_client == 1
 
 
-async def test_aclose_closes_the_stream(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+async def test_aclose_closes_the_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
     loopback.enqueue(Script.text("x" * 400, chunk_size=4, chunk_delay=0.02))
     async with aclosing(call_llm_stream("x", loopback_config)) as stream:
         await anext(stream)
@@ -298,6 +321,9 @@ async def test_reassembly_property(
     text, chunks = case
     loopback_server.enqueue(Script.chunks(chunks))
     config = LLMConfig(
-        model="openai/gpt-4o-mini", api_base=loopback_server.base_url, api_key="sk-test", max_retries=0
+        model="openai/gpt-4o-mini",
+        api_base=loopback_server.base_url,
+        api_key="sk-test",
+        max_retries=0,
     )
     assert "".join(await collect("x", config)) == text

@@ -10,26 +10,26 @@ offline models registered as a custom provider.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
-from types import ModuleType
+from typing import Any
 
 __all__ = ["load_litellm"]
 
 _lock = threading.Lock()
-_module: ModuleType | None = None
+_module: Any = None
 
 
-def load_litellm() -> ModuleType:
-    """Return the litellm module, importing and configuring it once."""
+def load_litellm() -> Any:
+    """Return the litellm module (typed Any: litellm ships no usable types), configured once."""
     global _module
     if _module is not None:
         return _module
     with _lock:
         if _module is None:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            import litellm
-
+            litellm: Any = importlib.import_module("litellm")
             litellm.suppress_debug_info = True
             litellm.telemetry = False
             if os.environ.get("KAGURA_LITELLM_LOGGING", "") not in ("1", "true", "True"):

@@ -69,7 +69,9 @@ class LLMConfig(BaseModel):
     @model_validator(mode="after")
     def _check_auth(self) -> LLMConfig:
         if self.auth_type == "oauth2" and not self.oauth_provider:
-            raise ValueError("auth_type='oauth2' needs oauth_provider=<name of a registered provider>")
+            raise ValueError(
+                "auth_type='oauth2' needs oauth_provider=<name of a registered provider>"
+            )
         return self
 
     def get_api_key(self) -> str | None:
@@ -84,7 +86,7 @@ class LLMConfig(BaseModel):
             return (await self._token_provider().get_token()).get_secret_value()
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
-    def _token_provider(self):  # noqa: ANN202 (the Protocol type lives in oauth, imported lazily)
+    def _token_provider(self):
         from kagura.core.oauth import TokenProvider, get_token_provider
 
         if self.oauth_provider is None:  # excluded by the validator; kept for type narrowing

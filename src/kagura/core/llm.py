@@ -31,7 +31,9 @@ def to_messages(prompt_or_messages: str | Messages) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, message in enumerate(prompt_or_messages):
         if not isinstance(message, Mapping) or "role" not in message:  # pyright: ignore[reportUnnecessaryIsInstance] (runtime check of user input)
-            raise ConfigError(f"message {i} must be a mapping with a 'role', got {type(message).__name__}")
+            raise ConfigError(
+                f"message {i} must be a mapping with a 'role', got {type(message).__name__}"
+            )
         messages.append(dict(message))
     if not messages:
         raise ConfigError("messages must not be empty")
@@ -58,7 +60,7 @@ _litellm_transport: Transport | None = None
 
 
 def resolve_transport(config: LLMConfig) -> Transport:
-    """The transport for a config (litellm today; the direct path comes with the performance work)."""
+    """The transport for a config (litellm today; a direct OpenAI path is planned)."""
     global _litellm_transport
     if _litellm_transport is None:
         from kagura.core.transports.litellm import LiteLLMTransport

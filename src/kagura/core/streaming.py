@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -70,7 +70,7 @@ class _ToolCallAccumulator:
 
 async def open_event_stream(
     request: ChatRequest, metrics: StreamMetrics | None = None
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Run one request through its transport; record metrics; apply the config's timeouts.
 
     Every failure is a :class:`~kagura.errors.LLMError` carrying the text
@@ -87,7 +87,11 @@ async def open_event_stream(
         async with aclosing(transport.stream(request)) as events:
             iterator = aiter(events)
             while True:
-                limit = config.idle_timeout if m.first_token_at is not None else config.first_token_timeout
+                limit = (
+                    config.idle_timeout
+                    if m.first_token_at is not None
+                    else config.first_token_timeout
+                )
                 try:
                     if limit is None:
                         event = await anext(iterator)
@@ -149,7 +153,7 @@ async def stream_events(
     *,
     metrics: StreamMetrics | None = None,
     **kwargs: Any,
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Stream typed events (text, tool-call deltas, usage, finish) for one call."""
     request = prepare_request(prompt_or_messages, config, kwargs)
     async with aclosing(open_event_stream(request, metrics)) as events:
@@ -159,7 +163,7 @@ async def stream_events(
 
 async def call_llm_stream(
     prompt_or_messages: str | Messages, config: LLMConfig | None = None, **kwargs: Any
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Stream the answer's text as it arrives: only non-empty deltas, never cached.
 
     Extra ``kwargs`` go to the provider; names that belong to :class:`LLMConfig`

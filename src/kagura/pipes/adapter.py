@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -46,6 +47,7 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
     """The async iterator :func:`to_async_iterator` returns (also an async context manager)."""
 
     __slots__ = (
+        "__weakref__",
         "_buffer",
         "_closed",
         "_demand",
@@ -108,12 +110,29 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
     def _subscribe(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        # The observer holds the iterator weakly: the pump task (alive while the
+        # source runs) would otherwise keep a dropped iterator reachable, and
+        # `break` without aclose() would leave the HTTP stream open until it ended.
+        ref = weakref.ref(self)
+
+        def on_next(item: T) -> None:
+            if (it := ref()) is not None:
+                it._on_next(item)
+
+        def on_error(error: Exception) -> None:
+            if (it := ref()) is not None:
+                it._on_error(error)
+
+        def on_completed() -> None:
+            if (it := ref()) is not None:
+                it._on_completed()
+
         token = current_demand.set(self._demand)
         try:
             self._subscription = self._observable.subscribe(
-                on_next=self._on_next,
-                on_error=self._on_error,
-                on_completed=self._on_completed,
+                on_next=on_next,
+                on_error=on_error,
+                on_completed=on_completed,
                 scheduler=AsyncIOScheduler(self._loop),
             )
         finally:
@@ -128,7 +147,9 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
         while True:
             if self._buffer:
                 item = self._buffer.popleft()
-                if len(self._buffer) < self._max_buffer:
+                if len(self._buffer) <= self._max_buffer // 2:
+                    # Resume at half full, not at the first free slot: the source
+                    # then wakes once per max_buffer/2 items, not once per item.
                     self._demand.resume()
                 return item
             if self._error is not None:
@@ -151,6 +172,8 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
     def _dispose(self) -> None:
         self._closed = True
         self._buffer.clear()
+        # A consumer that left asks for nothing: a shared source must not wait on it.
+        self._demand.resume()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.dispose()
@@ -173,10 +196,18 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
     def __del__(self) -> None:
         # A consumer that breaks out of `async for` and drops the iterator.
         subscription = getattr(self, "_subscription", None)
-        if subscription is not None:
-            subscription.dispose()
+        loop = getattr(self, "_loop", None)
+        if subscription is None or loop is None or loop.is_closed():
+            return  # never subscribed, or nothing can run any more
+        if threading.get_ident() == self._loop_thread:
+            self._demand.resume()
+        else:  # collected on another thread
+            loop.call_soon_threadsafe(self._demand.resume)
+        subscription.dispose()
 
 
-def to_async_iterator(observable: Observable[T], *, max_buffer: int = DEFAULT_MAX_BUFFER) -> ObservableIterator[T]:
+def to_async_iterator(
+    observable: Observable[T], *, max_buffer: int = DEFAULT_MAX_BUFFER
+) -> ObservableIterator[T]:
     """Consume an Observable with ``async for``; subscribes on the first ``__anext__``."""
     return ObservableIterator(observable, max_buffer=max_buffer)

@@ -49,7 +49,9 @@ def share_stream() -> Callable[[Observable[T]], Observable[T]]:
         group = DemandGroup()
 
         def with_group() -> Observable[T]:
-            def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            def subscribe(
+                observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+            ) -> abc.DisposableBase:
                 token = current_demand.set(group)
                 try:
                     return source.subscribe(observer, scheduler=scheduler)
@@ -60,7 +62,9 @@ def share_stream() -> Callable[[Observable[T]], Observable[T]]:
 
         shared = with_group().pipe(ops.share())
 
-        def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             demand = current_demand.get()
             if demand is not None:
                 group.add(demand)

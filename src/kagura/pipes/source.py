@@ -13,7 +13,8 @@ loop's thread, with no thread hop per item.
 >>> from kagura.pipes import from_llm, to_async_iterator
 >>> from kagura.core.config import LLMConfig
 >>> async def main():
-...     return [t async for t in to_async_iterator(from_llm("a b c", LLMConfig(model="kagura/echo")))]
+...     answer = from_llm("a b c", LLMConfig(model="kagura/echo"))
+...     return [t async for t in to_async_iterator(answer)]
 >>> asyncio.run(main())
 ['a ', 'b ', 'c']
 """
@@ -59,7 +60,9 @@ def from_async_iterable(source: AsyncSource[T]) -> Observable[T]:
         result:   a-b-c|
     """
 
-    def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -68,11 +71,12 @@ def from_async_iterable(source: AsyncSource[T]) -> Observable[T]:
                 "(use kagura.pipes.to_async_iterator or AgentStream)"
             ) from None
         demand = current_demand.get()
+        disposed = False
 
         async def pump() -> None:
-            iterable = source() if callable(source) else source
-            iterator: AsyncIterator[T] = aiter(iterable)
             try:
+                iterable = source() if callable(source) else source
+                iterator: AsyncIterator[T] = aiter(iterable)
                 if hasattr(iterator, "aclose"):
                     async with aclosing(cast(Any, iterator)):
                         await _drain(iterator)
@@ -81,13 +85,17 @@ def from_async_iterable(source: AsyncSource[T]) -> Observable[T]:
             except asyncio.CancelledError:
                 raise  # disposed: nobody is listening any more
             except Exception as exc:
-                observer.on_error(exc)
+                if not disposed:
+                    observer.on_error(exc)
                 return
-            observer.on_completed()
+            if not disposed:
+                observer.on_completed()
 
         async def _drain(iterator: AsyncIterator[T]) -> None:
             async for item in iterator:
                 observer.on_next(item)
+                if disposed:  # disposed by on_next itself (take(n), a downstream error)
+                    return
                 if demand is not None and not demand.ready:
                     await demand.wait()
 
@@ -95,12 +103,17 @@ def from_async_iterable(source: AsyncSource[T]) -> Observable[T]:
         loop_thread = threading.get_ident()
 
         def dispose() -> None:
-            if task.done():
+            nonlocal disposed
+            disposed = True
+            if task.done() or loop.is_closed():
                 return
-            if threading.get_ident() == loop_thread:
-                task.cancel()
-            else:
+            if threading.get_ident() != loop_thread:
                 loop.call_soon_threadsafe(task.cancel)
+            elif asyncio.current_task(loop) is not task:
+                task.cancel()
+            # else: called from the pump's own on_next. An iterator that needs no
+            # await for its next item would never see a cancellation, so the pump
+            # stops after this item and closes the iterator (see _drain).
 
         return Disposable(dispose)
 

@@ -19,16 +19,18 @@ subscription). It is consumed once: a second ``async for`` raises
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
-from reactivex import Observable
+import reactivex
+from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from kagura.core.config import LLMConfig
-from kagura.core.events import TextDelta, ToolCall, Usage
+from kagura.core.events import StreamEvent, TextDelta, ToolCall, Usage
 from kagura.core.llm import Messages
 from kagura.core.metrics import StreamMetrics
 from kagura.errors import StreamConsumedError
@@ -92,7 +94,12 @@ class AgentStream(Generic[T]):
         metrics = StreamMetrics()
         raw = _RawText()
         events = from_llm_events(prompt_or_messages, config, metrics=metrics, **kwargs)
-        text: Observable[Any] = events.pipe(
+
+        def fresh_events(_: abc.SchedulerBase | None) -> Observable[StreamEvent]:
+            raw.reset()  # each subscription is a new request, as metrics are reset
+            return events
+
+        text: Observable[Any] = reactivex.defer(fresh_events).pipe(
             ops.do_action(on_next=raw.record),
             ops.filter(lambda e: isinstance(e, TextDelta)),
             ops.map(lambda e: cast(TextDelta, e).text),
@@ -100,7 +107,9 @@ class AgentStream(Generic[T]):
         operators = [pipeline] if callable(pipeline) else list(pipeline)
         for operator in operators:
             text = operator(text)
-        return AgentStream(text, metrics=metrics, raw_text=lambda: "".join(raw.parts), max_buffer=max_buffer)
+        return AgentStream(
+            text, metrics=metrics, raw_text=lambda: "".join(raw.parts), max_buffer=max_buffer
+        )
 
     # -- views -------------------------------------------------------------------------
     @property
@@ -157,6 +166,9 @@ class AgentStream(Generic[T]):
             item = await self._iterator.__anext__()
         except StopAsyncIteration:
             self._finish("completed")
+            raise
+        except asyncio.CancelledError:  # the consuming task was cancelled: stopped early
+            self._finish("closed")
             raise
         except BaseException:
             self._finish("failed")

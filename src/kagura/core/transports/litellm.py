@@ -9,8 +9,8 @@ closes the HTTP response at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any, cast
 
 from kagura.core._litellm import load_litellm
 from kagura.core.events import (
@@ -59,8 +59,8 @@ class LiteLLMTransport:
         kwargs.update(request.params)
         return kwargs
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Yield the events of one streamed answer; closing this generator closes the HTTP stream."""
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Yield one streamed answer's events; closing this generator closes the HTTP stream."""
         litellm = load_litellm()
         model = request.config.model
         kwargs = await self._kwargs(request, stream=True)
@@ -88,11 +88,16 @@ class LiteLLMTransport:
             response = await litellm.acompletion(**kwargs)
         except Exception as exc:
             raise translate_litellm_error(exc, model=model, started=False) from exc
-        choice = response.choices[0]
-        message = choice.message
+        choice: Any = response.choices[0]
+        message: Any = choice.message
+        raw_calls: list[Any] = getattr(message, "tool_calls", None) or []
         calls = tuple(
-            ToolCall(id=tc.id or "", name=tc.function.name or "", arguments=tc.function.arguments or "")
-            for tc in (getattr(message, "tool_calls", None) or [])
+            ToolCall(
+                id=str(tc.id or ""),
+                name=str(tc.function.name or ""),
+                arguments=str(tc.function.arguments or ""),
+            )
+            for tc in raw_calls
         )
         return Completion(
             text=message.content or "",
@@ -119,34 +124,38 @@ def _require_environment(model: str) -> None:
         )
 
 
+def _field(raw: Any, name: str) -> int:
+    value: Any = (
+        cast(dict[str, Any], raw).get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+    )
+    return int(value or 0)
+
+
 def _usage(raw: Any) -> Usage | None:
+    """A provider's usage block (object or dict) as :class:`Usage`; None if empty."""
     if raw is None:
         return None
-    prompt = getattr(raw, "prompt_tokens", None)
-    if prompt is None and isinstance(raw, dict):
-        get = raw.get  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType] (untyped dict from litellm)
-        prompt, completion, total = get("prompt_tokens"), get("completion_tokens"), get("total_tokens")
-    else:
-        completion = getattr(raw, "completion_tokens", None)
-        total = getattr(raw, "total_tokens", None)
+    prompt, completion = _field(raw, "prompt_tokens"), _field(raw, "completion_tokens")
     if not prompt and not completion:
         return None
-    p, c = int(prompt or 0), int(completion or 0)  # pyright: ignore[reportUnknownArgumentType]
-    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=int(total or p + c))  # pyright: ignore[reportUnknownArgumentType]
+    total = _field(raw, "total_tokens") or prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 def _events_from_chunk(chunk: Any) -> Iterator[StreamEvent]:
     """The events of one litellm ``ModelResponseStream`` (choice 0 only)."""
     finish: str | None = None
-    for choice in getattr(chunk, "choices", None) or []:
+    choices: list[Any] = getattr(chunk, "choices", None) or []
+    for choice in choices:
         if getattr(choice, "index", 0) != 0:
             continue
-        delta = choice.delta
-        content = getattr(delta, "content", None)
+        delta: Any = choice.delta
+        content: str | None = getattr(delta, "content", None)
         if content:
             yield TextDelta(content)
-        for tc in getattr(delta, "tool_calls", None) or []:
-            function = getattr(tc, "function", None)
+        tool_calls: list[Any] = getattr(delta, "tool_calls", None) or []
+        for tc in tool_calls:
+            function: Any = getattr(tc, "function", None)
             yield ToolCallDelta(
                 index=int(getattr(tc, "index", 0) or 0),
                 id=getattr(tc, "id", None),

@@ -38,9 +38,15 @@ def translate_litellm_error(exc: BaseException, *, model: str, started: bool) ->
     status = status if isinstance(status, int) else None
     detail = _message(exc)
     if started or kind == "MidStreamFallbackError":
-        return StreamError(f"stream from {model!r} failed mid-stream: {detail}", model=model, status_code=status)
+        return StreamError(
+            f"stream from {model!r} failed mid-stream: {detail}", model=model, status_code=status
+        )
     if kind in ("AuthenticationError", "PermissionDeniedError") or status in (401, 403):
-        return AuthError(f"{model!r}: the provider refused the credentials: {detail}", model=model, status_code=status)
+        return AuthError(
+            f"{model!r}: the provider refused the credentials: {detail}",
+            model=model,
+            status_code=status,
+        )
     if kind == "RateLimitError" or status == 429:
         return RateLimitError(f"{model!r}: rate limited: {detail}", model=model, status_code=status)
     if "LLM Provider NOT provided" in detail:
@@ -50,9 +56,15 @@ def translate_litellm_error(exc: BaseException, *, model: str, started: bool) ->
             model=model,
         )
     if kind == "NotFoundError" or status == 404:
-        return ModelNotFoundError(f"unknown model {model!r}: {detail}", model=model, status_code=status)
+        return ModelNotFoundError(
+            f"unknown model {model!r}: {detail}", model=model, status_code=status
+        )
     if kind in ("Timeout", "APITimeoutError"):
-        return ProviderError(f"{model!r}: request timed out: {detail}", model=model, status_code=status)
+        return ProviderError(
+            f"{model!r}: request timed out: {detail}", model=model, status_code=status
+        )
     if kind == "APIConnectionError":
-        return ProviderError(f"{model!r}: could not reach the provider: {detail}", model=model, status_code=status)
+        return ProviderError(
+            f"{model!r}: could not reach the provider: {detail}", model=model, status_code=status
+        )
     return ProviderError(f"{model!r}: {kind}: {detail}", model=model, status_code=status)

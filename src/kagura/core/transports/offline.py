@@ -15,8 +15,9 @@ Both take ``ttft`` (seconds before the first token, default 0) and
 >>> import asyncio
 >>> from kagura.core.transports.offline import offline_events
 >>> async def texts():
-...     return [e.text async for e in offline_events("kagura/echo", [{"role": "user", "content": "a b"}], {})
-...             if hasattr(e, "text")]
+...     messages = [{"role": "user", "content": "a b"}]
+...     events = offline_events("kagura/echo", messages, {})
+...     return [e.text async for e in events if hasattr(e, "text")]
 >>> asyncio.run(texts())
 ['a ', 'b']
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kagura.core.events import Finish, StreamEvent, TextDelta, Usage
 from kagura.errors import ModelNotFoundError
@@ -61,8 +62,12 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):  # OpenAI content parts
-                parts: list[Any] = list(content)  # pyright: ignore[reportUnknownArgumentType] (untyped JSON)
-                return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+                parts = cast(list[Any], content)
+                return "".join(
+                    str(cast(dict[str, Any], p).get("text", ""))
+                    for p in parts
+                    if isinstance(p, dict)
+                )
     return ""
 
 
