@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -40,14 +41,21 @@ def loopback(loopback_server: LoopbackServer) -> Iterator[LoopbackServer]:
     loopback_server.reset()
 
 
+@pytest.fixture(params=["direct", "litellm"])
+def transport(request: pytest.FixtureRequest) -> Literal["direct", "litellm"]:
+    """Each transport that talks HTTP; tests using it run once per transport."""
+    return request.param
+
+
 @pytest.fixture
-def loopback_config(loopback: LoopbackServer) -> LLMConfig:
-    """A config that sends requests to the loopback server through litellm, no retries."""
+def loopback_config(loopback: LoopbackServer, transport: Literal["direct", "litellm"]) -> LLMConfig:
+    """A config that sends requests to the loopback server, no retries, on each transport."""
     return LLMConfig(
         model="openai/gpt-4o-mini",
         api_base=loopback.base_url,
         api_key="sk-test-0123456789",
         max_retries=0,
+        transport=transport,
     )
 
 

@@ -100,8 +100,24 @@ async def test_messages_are_checked() -> None:
         await call_llm([], LLMConfig(model="kagura/echo"))
 
 
-async def test_offline_models_through_litellm() -> None:
-    echo = LLMConfig(model="kagura/echo", enable_cache=False)
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+async def test_offline_models(transport: str) -> None:
+    echo = LLMConfig(model="kagura/echo", enable_cache=False, transport=transport)  # type: ignore[arg-type] (parametrized)
     assert await call_llm("echo me", echo) == "echo me"
-    replay = LLMConfig(model="kagura/replay", enable_cache=False)
+    replay = echo.model_copy(update={"model": "kagura/replay"})
     assert await call_llm("x", replay, replay_text="Given text.") == "Given text."
+
+
+def test_transport_resolution() -> None:
+    from kagura.core.llm import resolve_transport
+
+    def name(**kw: object) -> str:
+        return resolve_transport(LLMConfig(**kw)).name  # type: ignore[arg-type] (test input)
+
+    assert name(model="kagura/echo") == "offline"
+    assert name(model="gpt-4o-mini") == "direct"
+    assert name(model="openai/llama3", api_base="http://localhost:11434/v1") == "direct"
+    assert name(model="llama3", api_base="http://localhost:11434/v1") == "direct"
+    assert name(model="anthropic/claude-3-5-sonnet") == "litellm"
+    assert name(model="gpt-4o-mini", transport="litellm") == "litellm"
+    assert name(model="kagura/echo", transport="litellm") == "litellm"

@@ -67,7 +67,7 @@ async def test_only_non_empty_deltas(loopback: LoopbackServer, loopback_config: 
     assert await collect("x", loopback_config) == ["a", "b"]
 
 
-async def test_with_oauth2(loopback: LoopbackServer) -> None:
+async def test_with_oauth2(loopback: LoopbackServer, transport: str) -> None:
     loopback.api_keys = frozenset()  # only tokens issued by the token endpoint are accepted
     provider = ClientCredentialsProvider(loopback.token_url, "test-client", "test-secret")
     register_token_provider("loopback", provider)
@@ -78,6 +78,7 @@ async def test_with_oauth2(loopback: LoopbackServer) -> None:
             auth_type="oauth2",
             oauth_provider="loopback",
             max_retries=0,
+            transport=transport,  # type: ignore[arg-type] (a fixture value of the Literal)
         )
         loopback.enqueue(Script.text("authorized"), Script.text("again"))
         assert "".join(await collect("x", config)) == "authorized"
@@ -108,7 +109,7 @@ async def test_streaming_not_cached(loopback: LoopbackServer, loopback_config: L
     assert get_llm_cache().stats() == before
 
 
-async def test_with_custom_config(loopback: LoopbackServer) -> None:
+async def test_with_custom_config(loopback: LoopbackServer, transport: str) -> None:
     config = LLMConfig(
         model="openai/my-local-model",
         api_base=loopback.base_url,
@@ -117,6 +118,7 @@ async def test_with_custom_config(loopback: LoopbackServer) -> None:
         max_tokens=50,
         top_p=0.5,
         max_retries=0,
+        transport=transport,  # type: ignore[arg-type] (a fixture value of the Literal)
     )
     loopback.enqueue(Script.text("ok"))
     await collect("x", config, seed=7)
@@ -140,10 +142,13 @@ async def test_unknown_model_names_it() -> None:
         await collect("x", LLMConfig(model="nosuchprovider/model-x", api_key="sk-x", max_retries=0))
 
 
-async def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_key_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = LLMConfig(model="gpt-4o-mini", transport=transport)  # type: ignore[arg-type] (fixture)
     with pytest.raises(AuthError, match="OPENAI_API_KEY") as info:
-        await collect("x", LLMConfig(model="gpt-4o-mini"))
+        await collect("x", config)
     assert getattr(info.value, "env_var", None) == "OPENAI_API_KEY"
 
 
@@ -313,10 +318,11 @@ async def test_cancelling_the_task_closes_the_stream(
 
 
 # -- property: reassembly for any text and chunking ------------------------------------------
+@pytest.mark.parametrize("transport_name", ["direct", "litellm"])
 @settings(max_examples=25)
 @given(text_and_chunkings(st.text(min_size=1, max_size=80), max_chunks=20))
 async def test_reassembly_property(
-    loopback_server: LoopbackServer, case: tuple[str, list[str]]
+    loopback_server: LoopbackServer, transport_name: str, case: tuple[str, list[str]]
 ) -> None:
     text, chunks = case
     loopback_server.enqueue(Script.chunks(chunks))
@@ -325,5 +331,6 @@ async def test_reassembly_property(
         api_base=loopback_server.base_url,
         api_key="sk-test",
         max_retries=0,
+        transport=transport_name,  # type: ignore[arg-type] (a parametrized Literal)
     )
     assert "".join(await collect("x", config)) == text

@@ -45,7 +45,9 @@ class LLMConfig(BaseModel):
             (429, 5xx, connection errors). A stream is never retried once it
             has produced text.
         request_timeout: overall HTTP timeout for one request, in seconds.
-        transport: ``"auto"`` (the default), or ``"litellm"`` to force litellm.
+        transport: ``"auto"`` (the default: the direct httpx path for OpenAI-compatible
+            endpoints, in-process offline models, litellm for everything else),
+            ``"litellm"`` to force litellm, ``"direct"`` to force the direct path.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -64,7 +66,7 @@ class LLMConfig(BaseModel):
     idle_timeout: float | None = Field(default=None, gt=0.0)
     max_retries: int = Field(default=2, ge=0, le=10)
     request_timeout: float = Field(default=600.0, gt=0.0)
-    transport: Literal["auto", "litellm"] = "auto"
+    transport: Literal["auto", "litellm", "direct"] = "auto"
 
     @model_validator(mode="after")
     def _check_auth(self) -> LLMConfig:

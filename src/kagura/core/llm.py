@@ -56,17 +56,45 @@ def prepare_request(
     )
 
 
-_litellm_transport: Transport | None = None
+_transports: dict[str, Transport] = {}
+
+
+def _transport(name: str) -> Transport:
+    transport = _transports.get(name)
+    if transport is None:
+        if name == "litellm":
+            from kagura.core.transports.litellm import LiteLLMTransport
+
+            transport = LiteLLMTransport()
+        elif name == "direct":
+            from kagura.core.transports.direct import DirectTransport
+
+            transport = DirectTransport()
+        else:
+            from kagura.core.transports.offline_direct import OfflineTransport
+
+            transport = OfflineTransport()
+        _transports[name] = transport
+    return transport
 
 
 def resolve_transport(config: LLMConfig) -> Transport:
-    """The transport for a config (litellm today; a direct OpenAI path is planned)."""
-    global _litellm_transport
-    if _litellm_transport is None:
-        from kagura.core.transports.litellm import LiteLLMTransport
+    """The transport for a config.
 
-        _litellm_transport = LiteLLMTransport()
-    return _litellm_transport
+    ``transport="litellm"`` or ``"direct"`` forces one. ``"auto"``: offline
+    models run in process; OpenAI-compatible models (``openai/...``, OpenAI model
+    names, or any model without a provider prefix when ``api_base`` is set) take
+    the direct httpx path; every other provider goes through litellm.
+    """
+    if config.transport != "auto":
+        return _transport(config.transport)
+    if config.is_offline:
+        return _transport("offline")
+    from kagura.core.transports.direct import is_openai_compatible
+
+    return _transport(
+        "direct" if is_openai_compatible(config.model, config.api_base) else "litellm"
+    )
 
 
 def _cache_params(request: ChatRequest) -> dict[str, Any]:

@@ -1,0 +1,331 @@
+"""The direct transport: OpenAI-compatible Chat Completions over httpx, no litellm.
+
+Used automatically for ``openai/...`` models, OpenAI model names (``gpt-4o``...)
+and any ``api_base`` that speaks the OpenAI protocol (Ollama, vLLM, proxies);
+``LLMConfig(transport="litellm")`` opts out. It produces the same events, the
+same typed errors and the same cancellation behaviour as the litellm
+transport, at a fraction of the CPU per chunk: SSE lines are parsed by hand and
+JSON by ``pydantic_core.from_json`` (about 2.4 times faster than ``json.loads``
+here).
+
+Retries: a request that fails before any byte of the answer (429, 5xx,
+connection errors) is retried ``config.max_retries`` times with exponential
+backoff, honouring ``Retry-After`` up to 8 s. A stream is never retried once
+it has started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from typing import Any, cast
+
+import httpx
+import pydantic_core
+
+from kagura.core.events import (
+    Completion,
+    Finish,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from kagura.core.redact import redact
+from kagura.core.transports.base import ChatRequest
+from kagura.errors import (
+    AuthError,
+    LLMError,
+    MissingAPIKeyError,
+    ModelNotFoundError,
+    ProviderError,
+    RateLimitError,
+    StreamError,
+)
+
+__all__ = ["OPENAI_API_BASE", "DirectTransport", "is_openai_compatible"]
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+_OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "ft:gpt-")
+_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_MAX_BACKOFF = 8.0
+
+
+def is_openai_compatible(model: str, api_base: str | None) -> bool:
+    """True when the direct transport can serve this model (see the module doc)."""
+    provider, slash, _ = model.partition("/")
+    if slash:
+        return provider == "openai"
+    return api_base is not None or model.startswith(_OPENAI_PREFIXES)
+
+
+def _model_name(model: str) -> str:
+    return model.removeprefix("openai/")
+
+
+class DirectTransport:
+    """Sends requests to an OpenAI-compatible ``/chat/completions`` with httpx."""
+
+    name = "direct"
+
+    def __init__(self) -> None:
+        # One client per event loop: an httpx.AsyncClient belongs to the loop it ran on.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                timeout=httpx.Timeout(600.0, connect=30.0),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the connection pool of the running loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def _prepare(
+        self, request: ChatRequest, *, stream: bool
+    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+        config = request.config
+        api_key = await config.aget_api_key()
+        if api_key is None and config.api_base is None:
+            api_key = os.environ.get("OPENAI_API_KEY")
+            if not api_key:
+                raise MissingAPIKeyError(
+                    f"no API key for model {config.model!r}: set the OPENAI_API_KEY "
+                    "environment variable or pass LLMConfig(api_key=...)",
+                    env_var="OPENAI_API_KEY",
+                    model=config.model,
+                )
+        url = (config.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        body: dict[str, Any] = {
+            "model": _model_name(config.model),
+            "messages": list(request.messages),
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "stream": stream,
+        }
+        if config.max_tokens is not None:
+            body["max_tokens"] = config.max_tokens
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(request.params)
+        return url, headers, body
+
+    async def _send(self, request: ChatRequest, *, stream: bool) -> httpx.Response:
+        """Send with retries before the answer starts; return an open, successful response."""
+        config = request.config
+        url, headers, body = await self._prepare(request, stream=stream)
+        client = self._client()
+        timeout = httpx.Timeout(config.request_timeout, connect=min(30.0, config.request_timeout))
+        attempt = 0
+        while True:
+            http_request = client.build_request(
+                "POST", url, json=body, headers=headers, timeout=timeout
+            )
+            try:
+                response = await client.send(http_request, stream=True)
+            except httpx.TransportError as exc:
+                if attempt < config.max_retries:
+                    attempt += 1
+                    await asyncio.sleep(_backoff(attempt, None))
+                    continue
+                raise ProviderError(
+                    f"{config.model!r}: could not reach {_host(url)}: {type(exc).__name__}",
+                    model=config.model,
+                ) from exc
+            if response.status_code < 400:
+                return response
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            if response.status_code in _RETRY_STATUSES and attempt < config.max_retries:
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt, response.headers.get("retry-after")))
+                continue
+            cause = httpx.HTTPStatusError(
+                f"HTTP {response.status_code}", request=http_request, response=response
+            )
+            raise _status_error(response, config.model) from cause
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        """Yield one streamed answer's events; closing this generator closes the HTTP stream."""
+        model = request.config.model
+        response = await self._send(request, stream=True)
+        finished = False
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments (": keep-alive"), event: lines
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    finished = True
+                    break
+                try:
+                    chunk: Any = pydantic_core.from_json(data)
+                except ValueError as exc:
+                    raise StreamError(
+                        f"stream from {model!r} sent malformed data: {redact(data[:80])!r}",
+                        model=model,
+                    ) from exc
+                if not isinstance(chunk, dict):
+                    raise StreamError(f"stream from {model!r} sent a non-object chunk", model=model)
+                payload = cast(dict[str, Any], chunk)
+                if "error" in payload:
+                    raise StreamError(
+                        f"stream from {model!r} failed mid-stream: {_error_message(payload)}",
+                        model=model,
+                    )
+                for event in events_from_chunk(payload):
+                    if isinstance(event, Finish):
+                        finished = True
+                    yield event
+        except httpx.HTTPError as exc:
+            raise StreamError(
+                f"stream from {model!r} failed mid-stream: {type(exc).__name__}", model=model
+            ) from exc
+        finally:
+            await response.aclose()
+        if not finished:
+            raise StreamError(f"stream from {model!r} ended before it finished", model=model)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """One whole answer (no streaming)."""
+        model = request.config.model
+        response = await self._send(request, stream=False)
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{model!r}: reading the answer failed", model=model) from exc
+        finally:
+            await response.aclose()
+        try:
+            payload: Any = pydantic_core.from_json(raw)
+            choice: dict[str, Any] = payload["choices"][0]
+            message: dict[str, Any] = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ProviderError(
+                f"{model!r}: the answer is not a chat completion", model=model
+            ) from exc
+        raw_calls: list[dict[str, Any]] = message.get("tool_calls") or []
+        calls = tuple(
+            ToolCall(
+                id=str(c.get("id") or ""),
+                name=str(c.get("function", {}).get("name") or ""),
+                arguments=str(c.get("function", {}).get("arguments") or ""),
+            )
+            for c in raw_calls
+        )
+        return Completion(
+            text=message.get("content") or "",
+            tool_calls=calls,
+            usage=_usage(payload.get("usage")),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+
+def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
+    """The events of one ``chat.completion.chunk`` object (choice 0 only)."""
+    finish: str | None = None
+    choices: list[dict[str, Any]] = chunk.get("choices") or []
+    for choice in choices:
+        if choice.get("index", 0) != 0:
+            continue
+        delta: dict[str, Any] = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            yield TextDelta(content)
+        tool_calls: list[dict[str, Any]] = delta.get("tool_calls") or []
+        for tc in tool_calls:
+            function: dict[str, Any] = tc.get("function") or {}
+            yield ToolCallDelta(
+                index=int(tc.get("index") or 0),
+                id=tc.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        finish = choice.get("finish_reason") or finish
+    usage = _usage(chunk.get("usage"))
+    if usage is not None:
+        yield usage
+    if finish is not None:
+        yield Finish(finish)
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    block = cast(dict[str, Any], raw)
+    prompt = int(block.get("prompt_tokens") or 0)
+    completion = int(block.get("completion_tokens") or 0)
+    if not prompt and not completion:
+        return None
+    total = int(block.get("total_tokens") or prompt + completion)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    if retry_after:
+        try:
+            return min(_MAX_BACKOFF, max(0.0, float(retry_after)))
+        except ValueError:
+            pass
+    return min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host
+
+
+def _error_message(payload: Mapping[str, Any]) -> str:
+    error: Any = payload.get("error")
+    if isinstance(error, dict):
+        message = cast(dict[str, Any], error).get("message") or "unknown error"
+    else:
+        message = str(error or "unknown error")
+    return redact(str(message))[:300]
+
+
+def _status_error(response: httpx.Response, model: str) -> LLMError:
+    status = response.status_code
+    detail, code = "", ""
+    try:
+        parsed: Any = pydantic_core.from_json(response.content)
+    except ValueError:
+        detail = redact(response.text[:200])
+    else:
+        if isinstance(parsed, dict):
+            payload = cast(dict[str, Any], parsed)
+            detail = _error_message(payload)
+            error: Any = payload.get("error")
+            if isinstance(error, dict):
+                code = str(cast(dict[str, Any], error).get("code") or "")
+    detail = detail or response.reason_phrase
+    if status in (401, 403):
+        return AuthError(
+            f"{model!r}: the provider refused the credentials: {detail}",
+            model=model,
+            status_code=status,
+        )
+    if status == 429:
+        return RateLimitError(f"{model!r}: rate limited: {detail}", model=model, status_code=status)
+    if status == 404 or code == "model_not_found":
+        return ModelNotFoundError(
+            f"unknown model {model!r}: {detail}", model=model, status_code=status
+        )
+    return ProviderError(f"{model!r}: HTTP {status}: {detail}", model=model, status_code=status)
