@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import reactivex
 from hypothesis import given
 from reactivex.testing.marbles import marbles_testing
 
-from kagura.operators import _accumulate, accumulate
+from kagura.operators import accumulate
 from kagura.testing.strategies import text_and_chunkings
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_accumulate).failed == 0
 
 
 def test_marble() -> None:

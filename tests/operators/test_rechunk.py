@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 from collections.abc import Callable
 
@@ -14,14 +13,10 @@ from reactivex import Observable
 from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 
-from kagura.operators import _rechunk, chunk_lines, chunk_regex, chunk_words
+from kagura.operators import chunk_lines, chunk_regex, chunk_words
 from kagura.testing.strategies import chunkings, text_and_chunkings
 
 Op = Callable[[Observable[str]], Observable[str]]
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_rechunk).failed == 0
 
 
 def run(op: Op, chunks: list[str], error: Exception | None = None) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 
 import pytest
@@ -13,12 +12,8 @@ from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 
 from kagura.errors import ConfigError
-from kagura.operators import _strip_tags, strip_tags
+from kagura.operators import strip_tags
 from kagura.testing.strategies import text_and_chunkings
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_strip_tags).failed == 0
 
 
 def run(chunks: list[str], name: str = "think", error: Exception | None = None) -> list[str]:

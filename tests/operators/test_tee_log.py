@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from typing import Any
 
 import pytest
@@ -14,14 +13,10 @@ from reactivex.testing.marbles import marbles_testing
 from structlog.testing import capture_logs
 
 from kagura.errors import ConfigError
-from kagura.operators import _tee_log, tee_log
+from kagura.operators import tee_log
 from kagura.testing.scripted import marble_chunks
 
 KEY = "sk-proj-abcdefghijklmnop1234"
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_tee_log).failed == 0
 
 
 def by_event(logs: list[Any]) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 from typing import Any
 
@@ -15,13 +14,9 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
 from kagura.errors import ConfigError
-from kagura.operators import _throttle, throttle
+from kagura.operators import throttle
 from kagura.testing.scripted import marble_chunks
 from kagura.testing.strategies import text_and_chunkings
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_throttle).failed == 0
 
 
 def test_coalesces_into_one_emission_per_interval() -> None:

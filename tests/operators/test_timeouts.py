@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
 from typing import Any
 
@@ -14,7 +13,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from kagura.errors import ConfigError, FirstTokenTimeout, IdleTimeout, StreamError
-from kagura.operators import _timeouts, first_token_timeout, idle_timeout
+from kagura.operators import first_token_timeout, idle_timeout
 from kagura.testing.scripted import marble_chunks, scripted_stream
 
 on_next, on_completed, subscribe = (
@@ -22,10 +21,6 @@ on_next, on_completed, subscribe = (
     ReactiveTest.on_completed,
     ReactiveTest.subscribe,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_timeouts).failed == 0
 
 
 def pending_timers(scheduler: TestScheduler) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from typing import Any
 
 import pytest
@@ -10,7 +9,6 @@ from reactivex import operators as rx
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from kagura.errors import ConfigError, StreamError
-from kagura.testing import scripted
 from kagura.testing.scripted import marble_chunks, scripted_stream
 
 on_next, on_completed, on_error = (
@@ -18,10 +16,6 @@ on_next, on_completed, on_error = (
     ReactiveTest.on_completed,
     ReactiveTest.on_error,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(scripted).failed == 0
 
 
 def test_plays_the_script_at_ttft_then_every_interval() -> None:
