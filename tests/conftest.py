@@ -35,10 +35,15 @@ def loopback_server() -> Iterator[LoopbackServer]:
 
 @pytest.fixture
 def loopback(loopback_server: LoopbackServer) -> Iterator[LoopbackServer]:
-    """The session's loopback server, with an empty script queue and fresh counters."""
+    """The session's loopback server, with an empty script queue and fresh counters.
+
+    Fails the test if the server itself raised while serving it.
+    """
     loopback_server.reset()
     yield loopback_server
+    errors = loopback_server.errors
     loopback_server.reset()
+    assert not errors, f"the loopback server failed inside: {errors!r}"
 
 
 @pytest.fixture(params=["direct", "litellm"])
