@@ -1,0 +1,297 @@
+"""AgentStream: iteration, text(), usage, finish reason, metrics, closing, outcomes, pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import gc
+from collections.abc import AsyncIterable, Iterator
+from typing import TypeVar
+
+import pytest
+from reactivex import operators as rx
+
+from kagura.core.config import LLMConfig
+from kagura.core.events import Usage
+from kagura.core.metrics import estimate_tokens
+from kagura.errors import StreamConsumedError, StreamError
+from kagura.operators import accumulate, chunk_words
+from kagura.pipes import AgentStream, StreamOutcome, stream, to_async_iterator
+from kagura.testing.loopback import LoopbackServer, Script
+
+T = TypeVar("T")
+
+
+async def read_into(received: list[T], items: AsyncIterable[T]) -> None:
+    """Append each item to ``received`` (so a test sees what arrived before an error)."""
+    async for item in items:
+        received.append(item)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(stream).failed == 0
+
+
+def slow_script() -> Script:
+    return Script.text("x" * 400, chunk_size=4, chunk_delay=0.02)
+
+
+class Outcomes:
+    """A done-callback that records each call (and keeps no reference to the stream)."""
+
+    def __init__(self) -> None:
+        self.calls: list[StreamOutcome] = []
+
+    def __call__(self, _: AgentStream[str], outcome: StreamOutcome) -> None:
+        self.calls.append(outcome)
+
+
+# -- the views -------------------------------------------------------------------------------------
+async def test_iterates_the_chunks(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.chunks(["Hel", "lo", " world"]))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert repr(answer) == "<AgentStream not started chunks=0 chars=0>"
+    assert [c async for c in answer] == ["Hel", "lo", " world"]
+    assert await answer.text() == "Hello world"
+    assert answer.outcome == "completed"
+    assert repr(answer) == "<AgentStream completed chunks=3 chars=11>"
+
+
+async def test_text_drains_the_whole_answer(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("a whole answer, read at once"))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert await answer.text() == "a whole answer, read at once"
+    assert await answer.text() == "a whole answer, read at once"  # again: no new request
+    assert len(loopback.requests) == 1
+
+
+async def test_text_after_a_partial_read_returns_everything(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.chunks(["one ", "two ", "three"]))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert await anext(answer) == "one "
+    assert await answer.text() == "one two three"
+
+
+async def test_reported_usage(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    loopback.enqueue(Script.text("counted by the provider", include_usage=True, usage=usage))
+    answer = AgentStream.from_llm("x", loopback_config)
+    await answer.text()
+    assert answer.usage == Usage(prompt_tokens=11, completion_tokens=7, total_tokens=18)
+
+
+async def test_estimated_usage_when_the_provider_sends_none(
+    loopback: LoopbackServer, loopback_config: LLMConfig, transport: str
+) -> None:
+    text = "no usage chunk in this stream"
+    loopback.enqueue(Script.text(text, include_usage=False))
+    answer = AgentStream.from_llm("x", loopback_config)
+    await answer.text()
+    assert answer.usage is not None
+    if transport == "litellm":
+        # litellm counts the tokens itself when the provider sends no usage and
+        # hands them on as the provider's; kagura cannot tell them apart there.
+        assert answer.usage.completion_tokens > 0
+    else:
+        assert answer.usage.estimated
+        assert answer.usage.completion_tokens == estimate_tokens(len(text))
+
+
+async def test_finish_reason(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.text("cut short", finish_reason="length"))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert answer.finish_reason is None
+    await answer.text()
+    assert answer.finish_reason == "length"
+
+
+async def test_metrics_after_a_run(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.chunks(["Hel", "lo", " world"], ttft=0.02, chunk_delay=0.01))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert answer.metrics.ttft_s is None
+    assert answer.metrics.tokens_per_s is None
+    await answer.text()
+    m = answer.metrics
+    assert m.ttft_s is not None
+    assert m.ttft_s >= 0.015
+    assert m.duration_s is not None
+    assert m.duration_s >= m.ttft_s + 0.015
+    assert (m.chunks, m.chars) == (3, 11)
+    assert m.tokens_per_s is not None
+    assert m.tokens_per_s > 0
+
+
+async def test_an_offline_model_needs_no_http() -> None:
+    answer = AgentStream.from_llm("x", LLMConfig(model="kagura/replay"), replay_text="Once upon.")
+    assert [c async for c in answer] == ["Once ", "upon."]
+    assert answer.usage is not None
+    assert not answer.usage.estimated
+
+
+# -- closing ---------------------------------------------------------------------------------------
+async def test_aclose_closes_the_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(slow_script())
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    assert await anext(answer) == "xxxx"
+    await answer.aclose()
+    await answer.aclose()  # idempotent
+    assert await loopback.wait_idle(2.0)
+    assert loopback.streams_closed_by_client == 1
+    assert answer.outcome == "closed"
+    assert outcomes.calls == ["closed"]
+    with pytest.raises(StopAsyncIteration):
+        await anext(answer)
+    assert answer.partial_text == "xxxx" * answer.metrics.chunks
+
+
+async def test_leaving_async_with_closes_the_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(slow_script())
+    async with AgentStream.from_llm("x", loopback_config) as answer:
+        async for _ in answer:
+            break
+    assert await loopback.wait_idle(2.0)
+    assert answer.outcome == "closed"
+
+
+async def test_cancelling_the_consumer_closes_the_stream(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(slow_script())
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in answer:
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await loopback.wait_idle(2.0)
+    assert outcomes.calls == ["closed"]  # stopped by its consumer, not a failure
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_dropping_a_running_stream_closes_it(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(slow_script())
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    async for _ in answer:
+        break
+    del answer
+    assert outcomes.calls == ["closed"]
+    assert await loopback.wait_idle(2.0)
+    assert loopback.streams_closed_by_client == 1
+
+
+# -- consumed once, outcomes -----------------------------------------------------------------------
+async def test_consumed_once(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.text("only once"))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert "".join([c async for c in answer]) == "only once"
+    with pytest.raises(StreamConsumedError, match="already iterated"):
+        async for _ in answer:
+            pass
+    assert len(loopback.requests) == 1
+
+
+async def test_text_then_iteration_is_consumed_too() -> None:
+    answer = AgentStream.from_llm("a b", LLMConfig(model="kagura/echo"))
+    assert await answer.text() == "a b"
+    with pytest.raises(StreamConsumedError):
+        async for _ in answer:
+            pass
+
+
+async def test_outcome_completed_once_and_late_callbacks_run_at_once() -> None:
+    answer = AgentStream.from_llm("a b c", LLMConfig(model="kagura/echo"))
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    assert answer.outcome is None
+    await answer.text()
+    await answer.aclose()  # after the end: stays "completed"
+    late = Outcomes()
+    answer.add_done_callback(late)
+    assert (outcomes.calls, late.calls, answer.outcome) == (
+        ["completed"],
+        ["completed"],
+        "completed",
+    )
+
+
+async def test_error_mid_stream_fails_with_the_partial_text(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.chunks(["Hel", "lo ", "wor", "ld"], error_event_after=2))
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    received: list[str] = []
+    with pytest.raises(StreamError) as info:
+        await read_into(received, answer)
+    assert received == ["Hel", "lo "]
+    assert info.value.partial_text == "Hello " == answer.partial_text
+    assert outcomes.calls == ["failed"]
+    assert answer.outcome == "failed"
+
+
+# -- pipelines and .observable ---------------------------------------------------------------------
+async def test_a_pipeline_is_applied(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.chunks(["hello wo", "rld and ", "more"]))
+    answer = AgentStream.from_llm(
+        "x", loopback_config, pipeline=[chunk_words(), rx.map(lambda s: str(s).upper())]
+    )
+    assert [c async for c in answer] == ["HELLO ", "WORLD ", "AND ", "MORE"]
+    assert await answer.text() == "HELLO WORLD AND MORE"
+    assert answer.partial_text == "hello world and more"  # the model's own text
+
+
+async def test_a_non_text_pipeline_keeps_the_raw_text() -> None:
+    answer = AgentStream.from_llm("ab cd ef", LLMConfig(model="kagura/echo"), pipeline=rx.map(len))
+    assert [n async for n in answer] == [3, 3, 2]
+    assert await answer.text() == "ab cd ef"
+    assert await answer.final() == 2
+
+
+async def test_final_of_an_accumulating_pipeline() -> None:
+    answer = AgentStream.from_llm("ab cd ef", LLMConfig(model="kagura/echo"), pipeline=accumulate())
+    assert await answer.final() == "ab cd ef"
+
+
+async def test_observable_composes_a_new_request(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("first run"), Script.text("second run"))
+    answer = AgentStream.from_llm("x", loopback_config)
+    assert await answer.text() == "first run"
+    shouted = answer.observable.pipe(rx.map(lambda s: str(s).upper()))
+    assert "".join([c async for c in to_async_iterator(shouted)]) == "SECOND RUN"
+    assert len(loopback.requests) == 2
+    assert answer.partial_text == "second run"  # each run starts afresh, like the metrics
+    assert answer.metrics.chars == len("second run")
