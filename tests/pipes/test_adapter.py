@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 import gc
 import threading
 import tracemalloc
@@ -19,7 +18,7 @@ from reactivex.testing import TestScheduler
 from kagura.core.config import LLMConfig
 from kagura.errors import StreamError
 from kagura.operators import throttle
-from kagura.pipes import adapter, from_async_iterable, from_llm, to_async_iterator
+from kagura.pipes import from_async_iterable, from_llm, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.testing.scripted import scripted_stream
 
@@ -34,10 +33,6 @@ async def read_into(received: list[T], items: AsyncIterable[T]) -> None:
 
 class Boom(Exception):
     pass
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(adapter).failed == 0
 
 
 def test_max_buffer_must_be_positive() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 from collections.abc import AsyncIterator
 
 from reactivex import abc
@@ -11,7 +10,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.subscription import Subscription
 
 from kagura.core.config import LLMConfig
-from kagura.pipes import from_async_iterable, from_llm, share, share_stream, to_async_iterator
+from kagura.pipes import from_async_iterable, from_llm, share_stream, to_async_iterator
 from kagura.pipes.adapter import ObservableIterator
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.testing.scripted import marble_chunks
@@ -21,10 +20,6 @@ on_next, on_completed, subscribe = (
     ReactiveTest.on_completed,
     ReactiveTest.subscribe,
 )
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(share).failed == 0
 
 
 async def drain(iterator: AsyncIterator[str]) -> list[str]:

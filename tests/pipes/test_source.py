@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 import random
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TypeVar
@@ -18,7 +17,7 @@ from kagura.core.config import LLMConfig
 from kagura.core.events import Finish, StreamEvent, TextDelta, Usage
 from kagura.core.metrics import StreamMetrics
 from kagura.errors import StreamError
-from kagura.pipes import from_async_iterable, from_llm, from_llm_events, source, to_async_iterator
+from kagura.pipes import from_async_iterable, from_llm, from_llm_events, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.testing.strategies import text_and_chunkings
 
@@ -29,10 +28,6 @@ async def read_into(received: list[T], items: AsyncIterable[T]) -> None:
     """Append each item to ``received`` (so a test sees what arrived before an error)."""
     async for item in items:
         received.append(item)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(source).failed == 0
 
 
 async def agen(items: list[str], log: list[str] | None = None) -> AsyncIterator[str]:

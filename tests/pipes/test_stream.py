@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 import gc
 from collections.abc import AsyncIterable, Iterator
 from typing import TypeVar
@@ -16,7 +15,7 @@ from kagura.core.events import Usage
 from kagura.core.metrics import estimate_tokens
 from kagura.errors import StreamConsumedError, StreamError
 from kagura.operators import accumulate, chunk_words
-from kagura.pipes import AgentStream, StreamOutcome, stream, to_async_iterator
+from kagura.pipes import AgentStream, StreamOutcome, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script
 
 T = TypeVar("T")
@@ -26,10 +25,6 @@ async def read_into(received: list[T], items: AsyncIterable[T]) -> None:
     """Append each item to ``received`` (so a test sees what arrived before an error)."""
     async for item in items:
         received.append(item)
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(stream).failed == 0
 
 
 def slow_script() -> Script:
