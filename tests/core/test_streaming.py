@@ -334,3 +334,19 @@ async def test_reassembly_property(
         transport=transport_name,  # type: ignore[arg-type] (a parametrized Literal)
     )
     assert "".join(await collect("x", config)) == text
+
+
+async def test_direct_transport_splits_sse_lines_only_at_newline(
+    loopback: LoopbackServer,
+) -> None:
+    # U+2028, U+0085 and CR are text inside the JSON, never SSE line breaks.
+    text = "a\u2028b\x85c\rd\ne"
+    loopback.enqueue(Script.chunks([text[:3], text[3:]]))
+    config = LLMConfig(
+        model="openai/x",
+        api_base=loopback.base_url,
+        api_key="sk-t",
+        max_retries=0,
+        transport="direct",
+    )
+    assert "".join(await collect("x", config)) == text

@@ -42,15 +42,13 @@ async def agen(items: list[str], log: list[str] | None = None) -> AsyncIterator[
             log.append("closed")
 
 
-def loopback_llm_config(server: LoopbackServer) -> LLMConfig:
-    # litellm only: the direct transport reads SSE with httpx's aiter_lines(), which also
-    # splits at U+0085, U+2028... inside the JSON (a core bug, reported), so any-text fails.
+def loopback_llm_config(server: LoopbackServer, transport: str) -> LLMConfig:
     return LLMConfig(
         model="openai/gpt-4o-mini",
         api_base=server.base_url,
         api_key=SecretStr("sk-test"),
         max_retries=0,
-        transport="litellm",
+        transport=transport,  # type: ignore[arg-type] (a parametrized Literal)
     )
 
 
@@ -63,16 +61,16 @@ async def test_from_async_iterable_reassembles(case: tuple[str, list[str]]) -> N
     assert "".join(received) == text
 
 
+@pytest.mark.parametrize("transport_name", ["direct", "litellm"])
 @settings(max_examples=25)
 @given(text_and_chunkings(st.text(min_size=1, max_size=80), max_chunks=20))
 async def test_from_llm_reassembles_over_http(
-    loopback_server: LoopbackServer, case: tuple[str, list[str]]
+    loopback_server: LoopbackServer, transport_name: str, case: tuple[str, list[str]]
 ) -> None:
     text, chunks = case
     loopback_server.enqueue(Script.chunks(chunks))
-    received = [
-        c async for c in to_async_iterator(from_llm("x", loopback_llm_config(loopback_server)))
-    ]
+    config = loopback_llm_config(loopback_server, transport_name)
+    received = [c async for c in to_async_iterator(from_llm("x", config))]
     assert "".join(received) == text
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import Any, cast
 
 import httpx
@@ -46,7 +46,13 @@ from kagura.errors import (
     StreamError,
 )
 
-__all__ = ["OPENAI_API_BASE", "DirectTransport", "is_openai_compatible"]
+__all__ = [
+    "OPENAI_API_BASE",
+    "DirectTransport",
+    "events_from_chunk",
+    "is_openai_compatible",
+    "sse_data",
+]
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 _OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "ft:gpt-")
@@ -169,19 +175,16 @@ class DirectTransport:
         response = await self._send(request, stream=True)
         finished = False
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments (": keep-alive"), event: lines
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for data in sse_data(response.aiter_bytes()):
+                if data == b"[DONE]":
                     finished = True
                     break
                 try:
                     chunk: Any = pydantic_core.from_json(data)
                 except ValueError as exc:
+                    shown = redact(data[:80].decode("utf-8", "replace"))
                     raise StreamError(
-                        f"stream from {model!r} sent malformed data: {redact(data[:80])!r}",
-                        model=model,
+                        f"stream from {model!r} sent malformed data: {shown!r}", model=model
                     ) from exc
                 if not isinstance(chunk, dict):
                     raise StreamError(f"stream from {model!r} sent a non-object chunk", model=model)
@@ -237,6 +240,27 @@ class DirectTransport:
             usage=_usage(payload.get("usage")),
             finish_reason=choice.get("finish_reason"),
         )
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The payloads of an SSE byte stream's ``data:`` lines.
+
+    Lines end at LF (a CR before it is dropped), as the SSE format says; text
+    is never split at other Unicode line breaks (U+2028, U+0085), which may
+    appear inside the JSON. Comments, ``event:`` and blank lines are skipped.
+    """
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip()
 
 
 def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
