@@ -39,6 +39,7 @@ import asyncio
 import base64
 import contextlib
 import http
+import itertools
 import json
 import math
 import threading
@@ -372,7 +373,7 @@ class RecordedRequest:
     form: Mapping[str, str]
     """The fields of a ``application/x-www-form-urlencoded`` body."""
     connection_id: int
-    """Which TCP connection carried it (1, 2, ... since the last reset): shows keep-alive."""
+    """Which TCP connection carried it (unique for the server's life): shows keep-alive."""
 
 
 class _BadRequest(Exception):
@@ -404,6 +405,7 @@ class _Stats:
     streams_aborted: int = 0
     token_requests: int = 0
     connections_opened: int = 0
+    connections_open: int = 0
     completion_ids: int = 0
 
 
@@ -438,6 +440,7 @@ class LoopbackServer:
         self._stats = _Stats()
         self._tokens: dict[str, float] = {}
         self._connections: set[_Connection] = set()
+        self._connection_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -501,7 +504,10 @@ class LoopbackServer:
             self._requests.clear()
             self._errors.clear()
             self._tokens.clear()
-            self._stats = _Stats(streams_in_progress=self._stats.streams_in_progress)
+            live = self._stats
+            self._stats = _Stats(
+                streams_in_progress=live.streams_in_progress, connections_open=live.connections_open
+            )
         self.default = None
         self.always_include_usage = False
         self.api_keys = None
@@ -599,9 +605,15 @@ class LoopbackServer:
 
     @property
     def connections_opened(self) -> int:
-        """TCP connections accepted."""
+        """TCP connections accepted since the last reset."""
         with self._lock:
             return self._stats.connections_opened
+
+    @property
+    def connections_open(self) -> int:
+        """TCP connections open now (idle keep-alive ones included)."""
+        with self._lock:
+            return self._stats.connections_open
 
     def wait_idle_sync(self, timeout: float = 1.0) -> bool:
         """Block until no SSE response is in progress; False if ``timeout`` passes first."""
@@ -654,7 +666,8 @@ class LoopbackServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self._stats.connections_opened += 1
-            conn = _Connection(self._stats.connections_opened, reader, writer)
+            self._stats.connections_open += 1
+            conn = _Connection(next(self._connection_ids), reader, writer)
         conn.task = asyncio.current_task()
         self._connections.add(conn)
         try:
@@ -680,6 +693,8 @@ class LoopbackServer:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+            with self._lock:
+                self._stats.connections_open -= 1
 
     # -- HTTP/1.1 ----------------------------------------------------------------------
 
