@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import doctest
 import json
 import ssl
 import time
@@ -12,7 +11,6 @@ import typing
 from collections.abc import AsyncIterator
 from dataclasses import fields
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -20,8 +18,6 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from kagura.testing import _sse as sse_module
-from kagura.testing import loopback as loopback_module
 from kagura.testing.loopback import (
     LoopbackServer,
     Script,
@@ -639,13 +635,6 @@ async def test_api_keys_are_checked_when_configured(
             model="m",
             messages=HELLO,
         )
-
-
-@pytest.mark.parametrize("module", [loopback_module, sse_module], ids=["loopback", "_sse"])
-def test_docstring_examples_run(module: ModuleType) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
 
 
 def test_script_options_name_script_fields() -> None:
