@@ -12,6 +12,7 @@ One private module per operator; this package only re-exports them.
 # Each operator module adds its import here (keep the lines sorted).
 from kagura.operators._accumulate import accumulate
 from kagura.operators._rechunk import chunk_lines, chunk_regex, chunk_words
+from kagura.operators._sentences import buffer_sentences
 from kagura.operators._strip_tags import strip_tags
 from kagura.operators._tee_log import tee_log
 from kagura.operators._throttle import throttle
@@ -19,6 +20,7 @@ from kagura.operators._timeouts import first_token_timeout, idle_timeout
 
 __all__: list[str] = [
     "accumulate",
+    "buffer_sentences",
     "chunk_lines",
     "chunk_regex",
     "chunk_words",

@@ -1,0 +1,659 @@
+"""Incremental sentence segmentation: pure (no Rx), chunking-invariant, linear time.
+
+:class:`SentenceSegmenter` takes text in pieces of any size and returns each
+sentence, with its trailing whitespace, once its end is certain; joined, the
+output is the input. Every boundary is decided by a pure function of the text
+up to a lookahead window (at most the next few whitespace-separated tokens);
+until that window has arrived the segmenter waits, and at :meth:`close` it
+decides with what there is. So the sentences never depend on how the text was
+chunked.
+
+Only new text is scanned: a remembered position skips what was already looked
+at, and a chunk that cannot change a decision (no terminator, newline, bracket,
+bullet or backtick, or not what a pending decision waits for) is only stored.
+
+>>> segment("Mr. Smith paid $3.50 at 5 p.m. today. Was it the U.S. Government? No!")
+['Mr. Smith paid $3.50 at 5 p.m. today. ', 'Was it the U.S. Government? ', 'No!']
+>>> seg = SentenceSegmenter()
+>>> seg.push("It works. It is c"), seg.push("hunked"), seg.close()
+(['It works. '], [], ['It is chunked'])
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["SentenceSegmenter", "segment"]
+
+WHITESPACE: Final = " \t\n\r\f\v\u3000"
+"""What separates tokens (a no-break space does not: ``Mr.\\xa0Smith`` stays whole)."""
+
+_TERM: Final = ".!?\u2026\u203c\u2047\u2048\u2049\u203d"  # . ! ? … ‼ ⁇ ⁈ ⁉ ‽
+# CJK full stops and fullwidth ! and ?: they end a sentence with no space after them.
+_CJK: Final = "\u3002\uff01\uff1f\uff61"
+# Closing quotes and brackets (and Markdown emphasis) that may follow a terminator.
+_CLOSERS: Final = "\"')]}*_`\u201d\u2019\u00bb\u203a\u300d\u300f\u3011\u3015\u3009\u300b"
+_OPENERS: Final = "\"'([{*_`\u201c\u2018\u201e\u00ab\u2039"
+_BULLETS: Final = "\u2022\u2043\u25e6\u25aa\u2023"  # bullet, hyphen/white/triangular bullet, square
+_SPANISH: Final = "¿¡"
+
+
+def _cls(chars: str, *, negate: bool = False) -> str:
+    return ("[^" if negate else "[") + "".join(re.escape(c) for c in chars) + "]"
+
+
+_W = _cls(WHITESPACE)
+_N = _cls(WHITESPACE, negate=True)
+_TRIGGERS = _TERM + _CJK + ")`" + _BULLETS
+# A whole token holding a trigger (``t`` is its first one), or a newline.
+_TOKEN = re.compile(rf"(?<!{_N}){_N}*?(?P<t>{_cls(_TRIGGERS)}){_N}*+|\n")
+_TOKEN_HERE = re.compile(rf"{_N}*?(?P<t>{_cls(_TRIGGERS)}){_N}*+")
+_WS_RUN = re.compile(f"{_W}*+")
+_NONWS_RUN = re.compile(f"{_N}*+")
+_CJK_SEARCH = re.compile(_cls(_CJK))
+_CJK_TAIL = re.compile(f"{_cls(_CJK + _TERM)}+{_cls(_CLOSERS)}*")
+_FENCE = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
+_BLANK_PREFIX = re.compile(_cls(WHITESPACE + _BULLETS) + "*")
+_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
+_MARKER = re.compile(_cls(_BULLETS) + r"?\(?(?:(\d{1,3})|([a-z])|([A-Z]))(?:\.\)|\)|\.)")
+_WORD = re.compile("[A-Za-z]+")
+_INITIALISM = re.compile(r"[A-Za-z](?:\.[A-Za-z])*")
+_INTRO_TIME = re.compile(r"(?:[A-Za-z]+ )?\d{1,2}(?:[:.]\d{2})? ?[AaPp]\.[Mm]\.")
+
+# Wake-up patterns: the characters a new chunk must hold to be worth a scan.
+_WAKE_IDLE = re.compile(_cls(_TRIGGERS + "\n"))  # arms the scan: a trigger arrived
+_WAKE_ARMED = re.compile(_cls(WHITESPACE + _CJK + _BULLETS))  # the token can be whole now
+_WAKE_FENCE = re.compile("`")
+_WAKE_WS = re.compile(_cls(WHITESPACE + _CJK))
+_WAKE_NONWS = re.compile(_N)
+_WAKE_WORD = re.compile(_N + _W)  # a whole word arrived (one that started earlier: _WAKE_WS)
+
+# Abbreviations (lower case, without the final period). Titles and the like that
+# precede a name: a capitalised word after them starts a sentence only if it is a
+# common sentence starter ("Main St. The ..." but "St. Michael's").
+_PREPOSITIVE: Final = frozenset(
+    {
+        "adm",
+        "attys",
+        "brig",
+        "capt",
+        "cmdr",
+        "col",
+        "cpl",
+        "det",
+        "dr",
+        "fr",
+        "gen",
+        "gov",
+        "hon",
+        "ing",
+        "lt",
+        "maj",
+        "messrs",
+        "mr",
+        "mrs",
+        "ms",
+        "mssrs",
+        "mt",
+        "ph",
+        "pres",
+        "prof",
+        "rep",
+        "reps",
+        "rev",
+        "sen",
+        "sens",
+        "sgt",
+        "st",
+        "supt",
+    }
+)
+# Before a number they never end a sentence ("p. 55", "No. 5", "Jan. 3").
+_NUMERIC: Final = frozenset(
+    {
+        "approx",
+        "art",
+        "ca",
+        "ch",
+        "chap",
+        "eq",
+        "eqs",
+        "ext",
+        "fig",
+        "figs",
+        "n°",
+        "nº",
+        "no",
+        "nos",
+        "op",
+        "p",
+        "pp",
+        "ref",
+        "refs",
+        "sec",
+        "tab",
+        "vol",
+        "vols",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    }
+)
+_NEVER_FINAL: Final = frozenset({"e.g", "i.e", "cf", "viz", "vs", "v", "incl"})
+_TIMES: Final = frozenset({"a.m", "p.m"})
+_STARTERS: Final = frozenset(
+    {
+        "A",
+        "Being",
+        "Did",
+        "For",
+        "He",
+        "How",
+        "However",
+        "I",
+        "In",
+        "It",
+        "Millions",
+        "More",
+        "She",
+        "That",
+        "The",
+        "There",
+        "They",
+        "We",
+        "What",
+        "When",
+        "Where",
+        "Who",
+        "Why",
+        "This",
+        "These",
+        "Those",
+        "You",
+        "If",
+        "But",
+        "So",
+        "Then",
+        "Our",
+        "My",
+        "Its",
+        "Their",
+    }
+)
+
+_WAIT: Final = -1
+_LETTER_A: Final = (ord("a"), ord("A"))  # a list of letters starts at a or A ("J. K. Rowling")
+
+
+def segment(text: str, *, min_chars: int = 0) -> list[str]:
+    """Split a whole text into sentences (each with its trailing whitespace)."""
+    seg = SentenceSegmenter(min_chars=min_chars)
+    return seg.push(text) + seg.close()
+
+
+def _marker(token: str) -> tuple[int, int] | None:
+    """``(kind, value)`` if ``token`` is a list marker such as ``2.``, ``b)``, ``(3)``, ``•4.``."""
+    m = _MARKER.fullmatch(token)
+    if m is None:
+        return None
+    if m[1] is not None:
+        return 0, int(m[1])
+    return (1, ord(m[2])) if m[2] is not None else (2, ord(m[3]))
+
+
+def _is_dots(token: str) -> bool:
+    core = token.rstrip(_CLOSERS)
+    return bool(core) and not core.strip(".…")
+
+
+def _dot_count(token: str) -> int:
+    return token.count(".") + 3 * token.count("…")
+
+
+def _end(pattern: re.Pattern[str], buf: str, i: int) -> int:
+    """End of ``pattern`` (one that may match empty) matched at ``i``."""
+    m = pattern.match(buf, i)
+    return i if m is None else m.end()
+
+
+def _token_start(buf: str, lo: int, hi: int) -> int:
+    """Start of the token that ends at ``hi``, not before ``lo``."""
+    start = max(lo - 1, buf.rfind(" ", lo, hi))
+    for c in "\n\t\r\f\v\u3000":
+        j = buf.rfind(c, start + 1, hi)
+        if j > start:
+            start = j
+    return start + 1
+
+
+class SentenceSegmenter:
+    """Feed text with :meth:`push`, end with :meth:`close`; both return finished sentences.
+
+    ``min_chars`` holds back a sentence shorter than that (trailing whitespace not
+    counted) and joins it to the next one. :meth:`flush` hands over whatever is
+    held, for callers that cannot wait (a timer, an error).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_done",
+        "_emitted",
+        "_fence",
+        "_held",
+        "_marker",
+        "_min_chars",
+        "_out",
+        "_parts",
+        "_prev_marker",
+        "_pos",
+        "_start",
+        "_waiting",
+        "_armed",
+        "_wake",
+    )
+
+    def __init__(self, *, min_chars: int = 0) -> None:
+        self._min_chars = min_chars
+        self._buf = ""  # text from (at least) the last boundary on
+        self._parts: list[str] = []  # chunks not yet joined onto _buf
+        self._start = 0  # the last boundary: where the current sentence starts in _buf
+        self._pos = 0  # where the next scan starts
+        self._done = 0  # end of the last decided gap
+        self._emitted = 0  # how much of _buf was already handed out (by a cut or flush())
+        self._held = ""  # finished sentences held back by min_chars
+        self._fence = 0  # length of the open ``` fence, 0 outside one
+        self._marker: tuple[int, int] | None = None  # list marker opening this sentence
+        self._prev_marker: tuple[int, int] | None = None  # the one opening the previous sentence
+        self._out: list[str] = []
+        self._wake: re.Pattern[str] | None = _WAKE_IDLE
+        self._armed = False  # idle, but a trigger arrived since the last scan
+        self._waiting: tuple[int, int] | None = None  # the token whose following gap waits
+
+    # -- public -----------------------------------------------------------------
+
+    def push(self, text: str) -> list[str]:
+        """Add ``text``; return the sentences whose end it made certain."""
+        wake = self._wake
+        if wake is _WAKE_IDLE:
+            # Idle: a trigger's token is decided once it is whole, at the next space (or
+            # at once for CJK terminators and bullets); scan only then.
+            if not self._armed and wake.search(text) is None:
+                if text:
+                    self._parts.append(text)
+                return []
+            self._armed = True
+            if _WAKE_ARMED.search(text) is None:
+                self._parts.append(text)
+                return []
+        elif wake is not None and wake.search(text) is None:
+            if text:
+                self._parts.append(text)
+                if wake is _WAKE_WORD and _WAKE_NONWS.search(text):
+                    self._wake = _WAKE_WS  # the word started: a space ends it
+            return []
+        parts = self._parts
+        if parts:
+            parts.append(text)
+            self._buf += "".join(parts)
+            parts.clear()
+        else:
+            self._buf += text
+        self._scan(False)
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        return out
+
+    def close(self) -> list[str]:
+        """End of text: decide what was waiting and return the rest, even if short."""
+        self._join()
+        self._scan(True)
+        rest = self._held + self._buf[self._emitted :]
+        if rest:
+            self._out.append(rest)
+        self._held = self._buf = ""
+        self._start = self._pos = self._done = self._emitted = self._fence = 0
+        self._marker = self._prev_marker = self._waiting = None
+        self._wake = _WAKE_IDLE
+        self._armed = False
+        return self._take()
+
+    @property
+    def holding(self) -> bool:
+        """Whether any text is held (not yet returned)."""
+        return bool(self._held or self._parts or self._emitted < len(self._buf))
+
+    @property
+    def pending(self) -> str:
+        """The text held so far, without taking it."""
+        self._join()
+        return self._held + self._buf[self._emitted :]
+
+    def flush(self) -> str:
+        """Take the held text now; boundaries are still decided as if it had stayed."""
+        text = self.pending
+        self._held = ""
+        self._emitted = len(self._buf)
+        return text
+
+    # -- scanning -----------------------------------------------------------------
+
+    def _join(self) -> None:
+        if self._parts:
+            self._buf += "".join(self._parts)
+            self._parts.clear()
+
+    def _take(self) -> list[str]:
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        return out
+
+    def _cut(self, at: int) -> None:
+        """A boundary at ``at``: emit the sentence before it; never look back past it."""
+        buf = self._buf
+        if at > self._emitted:
+            piece = self._held + buf[self._emitted : at]
+            if (self._min_chars and len(piece.rstrip(WHITESPACE)) < self._min_chars) or (
+                piece[0] in WHITESPACE and not piece.strip(WHITESPACE)
+            ):
+                self._held = piece  # too short, or blank after a flush: join the next one
+            else:
+                self._held = ""
+                self._out.append(piece)
+            self._emitted = at
+        self._start = self._pos = self._done = at
+        self._prev_marker, self._marker = self._marker, None
+        if at > 64 and at > len(buf) >> 1:  # drop the consumed text, amortised O(1)
+            self._buf = buf[at:]
+            self._emitted -= at
+            self._start = self._pos = self._done = 0
+
+    def _scan(self, final: bool) -> None:
+        while True:
+            if self._fence:
+                if not self._scan_fence(final):
+                    return
+                continue
+            if self._waiting is not None:
+                if not self._gap(*self._waiting, final):
+                    return
+                continue
+            buf, pos = self._buf, self._pos
+            m = None
+            if pos == self._start and pos and buf[pos - 1] not in WHITESPACE:
+                m = _TOKEN_HERE.match(buf, pos)  # the sentence starts inside a token
+            if m is None:
+                m = _TOKEN.search(buf, pos)
+            if m is None:
+                self._wake = _WAKE_IDLE
+                self._armed = False
+                return
+            if m.start("t") < 0:
+                progressed = self._newline(m.start(), final)
+            else:
+                progressed = self._token(m.start(), m.start("t"), m.end(), final)
+            if not progressed:
+                return
+
+    def _at_start(self, i: int) -> bool:
+        """Whether only whitespace and bullets precede ``i`` in this sentence."""
+        m = _BLANK_PREFIX.match(self._buf, self._start, i)
+        return m is not None and m.end() == i
+
+    def _token(self, t0: int, trig: int, t1: int, final: bool) -> bool:
+        buf = self._buf
+        self._pos = t0  # nothing to look at before it; a retry starts here
+        n = len(buf)
+        if buf[t0] in _BULLETS and not self._at_start(t0):
+            self._cut(t0)  # a bullet starts an item
+            return True
+        if buf[t0] == "`" and buf.startswith("```", t0):
+            if t1 == n and not final:
+                return self._wait(_WAKE_WS)
+            line = max(self._start, buf.rfind("\n", self._start, t0) + 1)
+            if not buf[line:t0].strip(" \t"):
+                run = _end(_NONWS_RUN, buf, t0)  # the opening fence and its info string
+                self._fence = len(buf[t0:run]) - len(buf[t0:run].lstrip("`"))
+                self._pos = run
+                return True
+        k = _CJK_SEARCH.search(buf, trig, t1)
+        if k is not None:
+            e = _end(_CJK_TAIL, buf, k.start())
+            if e == n:
+                return self._wait(None) if not final else self._advance(n)
+            if buf[e] in WHITESPACE:
+                e = _end(_WS_RUN, buf, e)
+                if e == n and not final:
+                    return self._wait(_WAKE_NONWS)
+            if e < n:
+                self._cut(e)
+            else:
+                self._pos = n
+            return True
+        if t1 == n and not final:
+            return self._wait(_WAKE_WS)
+        token = buf[t0:t1]
+        mark = _marker(token) if len(token) <= 7 else None
+        if mark is not None:
+            at_start = self._at_start(t0)
+            if not at_start and t0 > self._done and self._follows(mark):
+                self._cut(t0)  # the next item of a list: "1. First 2. Second"
+                return True
+            if at_start and (mark[0] == 0 or mark[1] in _LETTER_A or self._continues(mark)):
+                self._marker = mark
+                self._pos = t1  # a marker opening a sentence does not end it
+                return True
+        core = token.rstrip(_CLOSERS)
+        if not core or core[-1] not in _TERM:
+            self._pos = t1
+            return True
+        return self._gap(t0, t1, final)
+
+    def _newline(self, i: int, final: bool) -> bool:
+        buf = self._buf
+        self._pos = i
+        g0 = i
+        while g0 > self._start and buf[g0 - 1] in WHITESPACE:
+            g0 -= 1
+        if g0 == self._start or g0 < self._done:
+            self._pos = i + 1
+            return True
+        return self._gap(_token_start(buf, self._start, g0), g0, final)
+
+    def _scan_fence(self, final: bool) -> bool:
+        buf = self._buf
+        n = len(buf)
+        m = _FENCE.search(buf, self._pos)
+        if m is None:
+            self._pos = max(self._pos, buf.rfind("\n", self._pos) + 1)
+            return self._wait(_WAKE_FENCE)
+        run = m.end(1)
+        if run == n and not final:
+            return self._wait(None)
+        if run - m.start(1) < self._fence:
+            self._pos = run
+            return True
+        t1 = _end(_NONWS_RUN, buf, run)
+        if t1 == n and not final:
+            return self._wait(_WAKE_WS)
+        g1 = _end(_WS_RUN, buf, t1)
+        if g1 == n and not final:
+            return self._wait(_WAKE_NONWS)
+        self._fence = 0  # a closed code block ends a segment
+        if g1 < n:
+            self._cut(g1)
+        else:
+            self._pos = n
+        return True
+
+    def _wait(self, wake: re.Pattern[str] | None) -> bool:
+        self._wake = wake
+        return False
+
+    def _advance(self, pos: int) -> bool:
+        self._pos = pos
+        return True
+
+    def _follows(self, mark: tuple[int, int]) -> bool:
+        """Whether ``mark`` is the next item of the list this sentence opened."""
+        last = self._marker
+        return last is not None and last[0] == mark[0] and mark[1] == last[1] + 1
+
+    def _continues(self, mark: tuple[int, int]) -> bool:
+        """Whether ``mark`` is the next item after the one opening the previous sentence."""
+        last = self._prev_marker
+        return last is not None and last[0] == mark[0] and mark[1] == last[1] + 1
+
+    # -- deciding one gap -----------------------------------------------------------
+
+    def _gap(self, a0: int, a1: int, final: bool) -> bool:
+        """Decide the whitespace after the token ``buf[a0:a1]``; False to wait for more."""
+        buf = self._buf
+        n = len(buf)
+        self._waiting = (a0, a1)
+        g1 = _end(_WS_RUN, buf, a1)
+        if g1 == n:
+            if not final:
+                return self._wait(_WAKE_WORD)  # the next token must be whole
+            self._waiting = None
+            return self._advance(n)
+        b1 = _end(_NONWS_RUN, buf, g1)
+        if b1 == n and not final:
+            return self._wait(_WAKE_WS)
+        split = self._decide(a0, a1, g1, b1, final)
+        if split == _WAIT:
+            return False
+        self._waiting = None
+        if split:
+            self._cut(g1)
+        else:
+            self._pos = self._done = g1
+        return True
+
+    def _decide(self, a0: int, a1: int, g1: int, b1: int, final: bool) -> int:
+        """1 to split at ``g1``, 0 not to, ``_WAIT`` (with ``_wake`` set) for more text."""
+        buf = self._buf
+        a = buf[a0:a1]
+        b = buf[g1:b1]
+        newlines = buf.count("\n", a1, g1)
+        if newlines >= 2 or b[0] in _BULLETS:
+            return 1
+        mark_b = _marker(b) if newlines or self._marker is not None else None
+        if mark_b is not None and self._follows(mark_b):
+            return 1
+        if newlines and (
+            mark_b is not None
+            or b in ("-", "*", "+")
+            or b[0] in "#>|"
+            or b.startswith("```")
+            or _HEADING.match(buf, max(self._start, buf.rfind("\n", self._start, a0) + 1))
+        ):
+            return 1
+        if self._marker is not None and _marker(a) == self._marker and self._at_start(a0):
+            return 0
+        core = a.rstrip(_CLOSERS)
+        if not core or core[-1] not in _TERM:
+            return 0
+        r = len(core) - 1
+        while r > 0 and core[r - 1] in _TERM:
+            r -= 1
+        if r > 0 and core[r - 1] in "[(":
+            return 0  # an editorial mark: "[...]", "(?)"
+        run = core[r:]
+        word = core[:r].lstrip(_OPENERS)
+        dots = not run.strip(".…")
+        if b[0] in ".\u2026" and _is_dots(b):
+            if not word or not dots or run != ".":
+                return 0  # inside an ellipsis
+            return self._before_ellipsis(word, a1, g1, final)
+        if not word and dots:
+            return self._after_ellipsis(a0, a, b)
+        return int(self._splits(word, run, b, a1))
+
+    def _before_ellipsis(self, word: str, a1: int, g1: int, final: bool) -> int:
+        """``word.`` then spaced dots: ``compounds. . . . The`` ends after ``compounds.``."""
+        buf = self._buf
+        n = len(buf)
+        j = g1
+        count = 0
+        while True:
+            e = _end(_NONWS_RUN, buf, j)
+            if e == n and not final:
+                self._wake = _WAKE_WS
+                return _WAIT
+            token = buf[j:e]
+            if not token or not _is_dots(token):
+                break
+            count += 1
+            if token != "." or count > 3:
+                return 0
+            j = _end(_WS_RUN, buf, e)
+            if j == n and not final:
+                self._wake = _WAKE_NONWS
+                return _WAIT
+        return int(count == 3 and bool(token) and self._splits(word, ".", token, a1))
+
+    def _after_ellipsis(self, a0: int, a: str, b: str) -> int:
+        """The last of spaced dots: three alone are a pause, more (or after ``word.``) an end."""
+        buf = self._buf
+        total = _dot_count(a)
+        end = a0
+        while True:
+            p1 = end
+            while p1 > self._start and buf[p1 - 1] in WHITESPACE:
+                p1 -= 1
+            if p1 == self._start:
+                break
+            p0 = _token_start(buf, self._start, p1)
+            prev = buf[p0:p1]
+            if not _is_dots(prev):
+                core = prev.rstrip(_CLOSERS)
+                if core.endswith("."):
+                    total += len(core) - len(core.rstrip("."))
+                break
+            total += _dot_count(prev)
+            end = p0
+        if total <= 3:
+            return 0
+        return int(self._splits("", "..", b, a0))
+
+    def _splits(self, word: str, run: str, b: str, a1: int) -> bool:
+        """Whether ``word`` + terminator ``run`` ends a sentence, given the next token ``b``."""
+        first = b.lstrip(_OPENERS)
+        if not first or first[0] in _SPANISH:
+            return True
+        c = first[0]
+        if c.islower():
+            return False
+        if run != ".":
+            return True  # "?", "!", "?!", "...": anything but lower case after
+        if not word:
+            return True
+        low = word.lower()
+        initialism = (len(word) == 1 or "." in word) and _INITIALISM.fullmatch(word) is not None
+        if c.isdigit():
+            return not (low in _NUMERIC or low in _PREPOSITIVE or initialism)
+        if low in _NEVER_FINAL:
+            return False
+        if low in _TIMES:  # "At 5 a.m. Mr. Smith left" but "He left at 6 P.M. Mr. Smith"
+            lead = self._buf[self._start : a1].strip(WHITESPACE + _BULLETS)
+            return _INTRO_TIME.fullmatch(lead) is None
+        if low in _PREPOSITIVE or initialism:
+            w = _WORD.match(first)
+            if w is None or (w.end() == 1 and first[1:2] == "."):
+                return False  # an initial: "Mr. J. Smith"
+            return w[0] in _STARTERS
+        return True

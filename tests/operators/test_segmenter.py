@@ -1,0 +1,111 @@
+"""The pure incremental segmenter under buffer_sentences: timing of decisions, flush, cost."""
+
+from __future__ import annotations
+
+import doctest
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kagura.operators import _segmenter
+from kagura.operators._segmenter import SentenceSegmenter, segment
+from kagura.testing.strategies import text_and_chunkings
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(_segmenter).failed == 0
+
+
+def steps(chunks: list[str]) -> list[list[str]]:
+    """What each push returned, then what close returned."""
+    seg = SentenceSegmenter()
+    return [seg.push(c) for c in chunks] + [seg.close()]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        # A plain word ends a sentence once the next word is whole.
+        (["Hello world. ", "Nex", "t one"], [[], [], ["Hello world. "], ["Next one"]]),
+        (["Hello world.", " Next ", "one"], [[], ["Hello world. "], [], ["Next one"]]),
+        # An abbreviation needs that word too: "U.S. Government" or "U.S. How".
+        (["In the U.S. ", "How", " so?"], [[], [], ["In the U.S. "], ["How so?"]]),
+        (["In the U.S. ", "Gov", "ernment. "], [[], [], [], ["In the U.S. Government. "]]),
+        # CJK terminators need no space: the next character decides.
+        (["\u4f60\u597d\u3002", "\u6211"], [[], ["\u4f60\u597d\u3002"], ["\u6211"]]),
+        # A bullet starts an item at once.
+        (["Fruit: ", "\u2022", " apple"], [[], ["Fruit: "], [], ["\u2022 apple"]]),
+        # Nothing inside a code fence, the closed block at once.
+        (["```\nA. B. C.\n", "```\n", "Ok"], [[], [], ["```\nA. B. C.\n```\n"], ["Ok"]]),
+    ],
+)
+def test_a_sentence_is_emitted_as_soon_as_its_end_is_certain(
+    chunks: list[str], expected: list[list[str]]
+) -> None:
+    assert steps(chunks) == expected
+
+
+def test_flush_hands_over_the_held_text_and_boundaries_stay_where_they_were() -> None:
+    seg = SentenceSegmenter()
+    assert seg.push("Hello. Wor") == []
+    assert seg.holding
+    assert seg.pending == "Hello. Wor"
+    assert seg.flush() == "Hello. Wor"
+    assert not seg.holding
+    assert seg.push("ld. Next one") == ["ld. "]
+    assert seg.close() == ["Next one"]
+
+
+def test_min_chars_holds_short_sentences_until_close() -> None:
+    seg = SentenceSegmenter(min_chars=12)
+    assert seg.push("Yes. No. Maybe so. ") == []
+    assert seg.push("Fine ") == ["Yes. No. Maybe so. "]
+    assert seg.close() == ["Fine "]
+
+
+def test_text_after_a_flush_that_is_only_space_joins_the_next_sentence() -> None:
+    seg = SentenceSegmenter()
+    seg.push("Hi.")
+    assert seg.flush() == "Hi."
+    assert seg.push("  There it is. Ok ") == ["  There it is. "]
+    assert seg.close() == ["Ok "]
+
+
+@settings(max_examples=150)
+@given(text_and_chunkings())
+def test_lossless_and_chunking_invariant(case: tuple[str, list[str]]) -> None:
+    text, chunks = case
+    seg = SentenceSegmenter()
+    out = [s for c in chunks for s in seg.push(c)] + seg.close()
+    assert out == segment(text)
+    assert "".join(out) == text
+
+
+@settings(max_examples=50)
+@given(st.text(min_size=1), st.integers(1, 5))
+def test_a_segmenter_can_be_reused_after_close(text: str, size: int) -> None:
+    seg = SentenceSegmenter()
+    for _ in range(2):
+        out = [s for i in range(0, len(text), size) for s in seg.push(text[i : i + size])]
+        assert out + seg.close() == segment(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x." * 100_000,  # one 200 KB token full of periods
+        "```\n" + "a. b. c? d! " * 20_000,  # an unclosed code fence
+        "word " * 40_000,  # no terminator at all
+        "\u4e00\u3002" * 100_000,  # CJK, no spaces
+    ],
+    ids=["long-token", "open-fence", "no-terminator", "cjk"],
+)
+def test_cost_is_linear_in_4_char_chunks(text: str) -> None:
+    seg = SentenceSegmenter()
+    start = time.process_time()
+    out = [s for i in range(0, len(text), 4) for s in seg.push(text[i : i + 4])] + seg.close()
+    elapsed = time.process_time() - start
+    assert "".join(out) == text
+    assert elapsed < 5, f"{elapsed:.1f} s for {len(text):,} characters: not linear"
