@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from kagura import pipes as pipes
     from kagura import testing as testing
     from kagura.core.config import LLMConfig as LLMConfig
+    from kagura.core.decorators import Agent as Agent
+    from kagura.core.decorators import StreamingAgent as StreamingAgent
+    from kagura.core.decorators import agent as agent
     from kagura.core.events import (
         Finish as Finish,
     )
@@ -41,10 +44,14 @@ if TYPE_CHECKING:
         Usage as Usage,
     )
     from kagura.core.llm import call_llm as call_llm
+    from kagura.core.memory import ConversationMemory as ConversationMemory
     from kagura.core.metrics import StreamMetrics as StreamMetrics
     from kagura.core.streaming import call_llm_stream as call_llm_stream
     from kagura.core.streaming import stream_events as stream_events
     from kagura.core.streaming import stream_to_string as stream_to_string
+    from kagura.core.tools import Tool as Tool
+    from kagura.core.tools import ToolLoopError as ToolLoopError
+    from kagura.core.tools import tool as tool
     from kagura.errors import (
         AuthError as AuthError,
     )
@@ -102,13 +109,22 @@ _EXPORTS: dict[str, str] = {
     "LLMError": "kagura.errors",
     "ParseError": "kagura.errors",
     "StreamError": "kagura.errors",
+    "agent": "kagura.core.decorators",
+    "Agent": "kagura.core.decorators",
+    "StreamingAgent": "kagura.core.decorators",
+    "ConversationMemory": "kagura.core.memory",
+    "Tool": "kagura.core.tools",
+    "ToolLoopError": "kagura.core.tools",
+    "tool": "kagura.core.tools",
 }
 _SUBMODULES = frozenset({"errors", "operators", "pipes", "testing"})
 
 __all__ = [
+    "Agent",
     "AgentStream",
     "AuthError",
     "ConfigError",
+    "ConversationMemory",
     "Finish",
     "FirstTokenTimeout",
     "IdleTimeout",
@@ -119,11 +135,15 @@ __all__ = [
     "StreamError",
     "StreamEvent",
     "StreamMetrics",
+    "StreamingAgent",
     "TextDelta",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolLoopError",
     "Usage",
     "__version__",
+    "agent",
     "call_llm",
     "call_llm_stream",
     "errors",
@@ -135,6 +155,7 @@ __all__ = [
     "stream_to_string",
     "testing",
     "to_async_iterator",
+    "tool",
 ]
 
 
