@@ -1,0 +1,280 @@
+"""Concurrent streams at a fixed token rate: added delay between chunks, RSS and CPU per stream.
+
+N streams (10, 100, 1000) run at once against a loopback server in another
+process that sends each stream ``CHUNKS`` text chunks, ``1/RATE`` seconds apart.
+Each run is a fresh client process, so memory freed by an earlier run does not
+hide the next run's growth.
+
+- added delay: each gap between two chunks as the consumer sees them, minus the
+  scripted interval (p50, p99 over every gap of every stream). The server sleeps
+  the interval after each write, so its own lateness shows here too: the
+  ``raw httpx`` rows (an ``aiter_lines`` + ``json.loads`` client) measure the
+  server plus the cheapest client, the ``kagura`` rows ``call_llm_stream`` on
+  the direct transport.
+- RSS per stream: the client's peak ``VmRSS`` during the run minus its ``VmRSS``
+  before it (after a warm-up stream), divided by N.
+- CPU per chunk: the client's ``process_time`` over the run (connections
+  included) divided by the chunks received. ``server CPU`` is the server
+  process's CPU over the run divided by the run's wall time: near 100% means
+  the server, not the client, sets the pace.
+
+``python -m benchmarks bench_concurrency``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import gc
+import itertools
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from benchmarks._loopback_proc import (
+    REPO,
+    ServerProcess,
+    child_env,
+    median,
+    percentile,
+    python,
+    raise_nofile,
+    rss_kib,
+)
+from benchmarks._report import print_table, save_json
+
+CHUNKS = 100
+# (streams, chunks per second per stream). 1000 streams at 50/s is 50,000 chunks/s,
+# more than two cores can serve and read in Python; the 1000 x 10/s row is the
+# same load per stream count that fits, see the doc.
+LEVELS: tuple[tuple[int, float], ...] = ((10, 50.0), (100, 50.0), (1000, 50.0), (1000, 10.0))
+# httpx's connection pool scans all its connections for every request it opens or
+# closes (O(N) each, O(N^2) for N streams: encode/httpcore#1035); spreading the
+# requests over POOLS clients shows what that costs.
+POOLS = 16
+SHARDED = f"raw httpx, {POOLS} pools"
+CLIENTS = ("raw httpx", SHARDED, "kagura")
+PROMPT = "Tell me a story."
+RAMP_S = 1.0  # the streams start evenly spread over this many seconds
+
+
+async def _raw_httpx(client: Any, url: str) -> AsyncIterator[str]:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with client.stream("POST", url + "/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            for choice in json.loads(data).get("choices") or ():
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    yield content
+
+
+async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
+    """One run in this (fresh) process: ``streams`` concurrent streams; returns raw figures."""
+    import httpx
+
+    import kagura
+
+    raise_nofile(streams * 2 + 256)
+    config = kagura.LLMConfig(
+        model="openai/gpt-4o-mini", api_base=url, api_key="sk-x", max_retries=0, transport="direct"
+    )
+    pools = [
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)
+        for _ in range(POOLS if kind == SHARDED else 1)
+    ]
+    next_pool = itertools.cycle(pools)
+
+    def open_stream() -> AsyncIterator[str]:
+        if kind == "kagura":
+            return kagura.call_llm_stream(PROMPT, config)
+        return _raw_httpx(next(next_pool), url)
+
+    async def one(arrivals: array.array[float], delay: float = 0.0) -> float:
+        if delay:
+            await asyncio.sleep(delay)  # requests arrive over RAMP_S, not in one instant
+        start = time.perf_counter()
+        async for _ in open_stream():
+            arrivals.append(time.perf_counter())
+        return arrivals[0] - start if arrivals else float("nan")
+
+    await one(array.array("d"))  # warm-up: imports, the connection pool, the loop
+    await asyncio.sleep(0.2)
+    gc.collect()
+    rss_before = rss_kib()
+    peak = rss_before
+    done = asyncio.Event()
+
+    async def sample_rss() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_kib())
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample_rss())
+    arrivals = [array.array("d") for _ in range(streams)]
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    ttfts = await asyncio.gather(*(one(a, i * RAMP_S / streams) for i, a in enumerate(arrivals)))
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    peak = max(peak, rss_kib())
+    done.set()
+    await sampler
+    for pool in pools:
+        await pool.aclose()
+    return {
+        "ttft_s": ttfts,
+        "gaps_s": [[b - a for a, b in itertools.pairwise(arr)] for arr in arrivals],
+        "chunks": [len(a) for a in arrivals],
+        "cpu_s": cpu1 - cpu0,
+        "wall_s": wall1 - wall0,
+        "rss_before_kib": rss_before,
+        "rss_peak_kib": peak,
+    }
+
+
+def _run_level(server: ServerProcess, kind: str, streams: int, rate: float) -> dict[str, Any]:
+    """Run one client process; summarise what it measured."""
+    interval = 1.0 / rate
+    server_cpu0 = server.cpu_seconds()
+    proc = subprocess.run(
+        [
+            python(),
+            "-m",
+            "benchmarks.bench_concurrency",
+            "--client",
+            kind,
+            "--url",
+            server.base_url,
+            "--streams",
+            str(streams),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_env(),
+        timeout=240,
+        check=False,
+    )
+    server_cpu = server.cpu_seconds() - server_cpu0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} x {streams} failed:\n{proc.stderr[-3000:]}")
+    raw = json.loads(proc.stdout)
+    added_ms = [(g - interval) * 1e3 for gaps in raw["gaps_s"] for g in gaps]
+    total_chunks = sum(raw["chunks"])
+    if total_chunks != streams * CHUNKS:
+        expected = streams * CHUNKS
+        raise RuntimeError(f"{kind} x {streams}: {total_chunks} chunks, expected {expected}")
+    ttft_ms = [t * 1e3 for t in raw["ttft_s"]]
+    return {
+        "client": kind,
+        "streams": streams,
+        "rate_per_s": rate,
+        "added_delay_p50_ms": percentile(added_ms, 50),
+        "added_delay_p99_ms": percentile(added_ms, 99),
+        "added_delay_max_ms": max(added_ms),
+        "ttft_p50_ms": median(ttft_ms),
+        "ttft_p99_ms": percentile(ttft_ms, 99),
+        "rss_per_stream_kib": (raw["rss_peak_kib"] - raw["rss_before_kib"]) / streams,
+        "cpu_us_per_chunk": raw["cpu_s"] / total_chunks * 1e6,
+        "client_cpu_pct": raw["cpu_s"] / raw["wall_s"] * 100,
+        "server_cpu_pct": server_cpu / raw["wall_s"] * 100,
+        "wall_s": raw["wall_s"],
+    }
+
+
+def main() -> None:
+    rows: list[dict[str, Any]] = []
+    for rate in sorted({rate for _, rate in LEVELS}, reverse=True):
+        with ServerProcess(chunks=CHUNKS, chunk_delay=1.0 / rate) as server:
+            for streams, level_rate in LEVELS:
+                if level_rate != rate:
+                    continue
+                for kind in CLIENTS:
+                    rows.append(_run_level(server, kind, streams, rate))
+    rows.sort(key=lambda r: (-r["rate_per_s"], r["streams"], r["client"]))
+    print_table(
+        f"Concurrent streams, {CHUNKS} chunks each, loopback server in another process",
+        [
+            "client",
+            "streams",
+            "chunks/s each",
+            "added delay p50 ms",
+            "p99 ms",
+            "max ms",
+            "TTFT p99 ms",
+            "RSS/stream KiB",
+            "CPU µs/chunk",
+            "client CPU %",
+            "server CPU %",
+        ],
+        [
+            [
+                r["client"],
+                r["streams"],
+                r["rate_per_s"],
+                round(r["added_delay_p50_ms"], 2),
+                round(r["added_delay_p99_ms"], 1),
+                round(r["added_delay_max_ms"], 0),
+                round(r["ttft_p99_ms"], 0),
+                round(r["rss_per_stream_kib"], 1),
+                round(r["cpu_us_per_chunk"], 1),
+                round(r["client_cpu_pct"], 0),
+                round(r["server_cpu_pct"], 0),
+            ]
+            for r in rows
+        ],
+    )
+    targets: list[dict[str, Any]] = []
+    for r in rows:
+        if r["client"] == "kagura" and r["streams"] == 1000:
+            at = f"1000 streams x {r['rate_per_s']:g}/s"
+            targets.append(
+                {
+                    "target": f"{at}: p99 added delay ≤ 10 ms",
+                    "measured": f"{r['added_delay_p99_ms']:.1f} ms",
+                    "pass": r["added_delay_p99_ms"] <= 10.0,
+                }
+            )
+            targets.append(
+                {
+                    "target": f"{at}: ≤ 50 KB RSS per stream",
+                    "measured": f"{r['rss_per_stream_kib'] * 1.024:.1f} KB",
+                    "pass": r["rss_per_stream_kib"] * 1.024 <= 50.0,
+                }
+            )
+    print_table(
+        "Targets",
+        ["target", "measured", "result"],
+        [[t["target"], t["measured"], "pass" if t["pass"] else "FAIL"] for t in targets],
+    )
+    save_json("concurrency", {"chunks_per_stream": CHUNKS, "runs": rows, "targets": targets})
+
+
+def _client_main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--client", choices=CLIENTS, required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--streams", type=int, required=True)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_client_run(args.client, args.url, args.streams))))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if "--client" in sys.argv:
+        _client_main()
+    else:
+        main()

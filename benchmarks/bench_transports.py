@@ -1,0 +1,319 @@
+"""CPU per chunk and time to first token: raw httpx, the openai SDK, litellm and kagura.
+
+Every client reads the same 2000-chunk stream from a loopback server running in
+another process (so the server's work is not charged to the client). CPU is
+``time.process_time()`` of the client process over the whole stream, request
+included, divided by the chunks sent. Time to first token (request to first text
+chunk) is timed on a 40-chunk stream from a second server process, because the
+loopback server encodes a whole script before its first byte (tens of ms for 2000
+chunks). Clients run in interleaved rounds (A B C ... A B C ...) after one warm-up
+round each; the table shows medians, the warm-up (first call in the process)
+separately.
+
+Rows:
+- raw httpx: ``aiter_lines``, ``json.loads``, pick ``delta.content``: the floor;
+- openai SDK: ``AsyncOpenAI.chat.completions.create(stream=True)``;
+- litellm: ``litellm.acompletion(stream=True)``, with ``disable_streaming_logging``
+  as kagura sets it, and without;
+- kagura ``call_llm_stream`` on ``transport="direct"`` and ``"litellm"``;
+- kagura pipeline: ``from_llm`` → sentences → ``throttle`` → ``tee_log`` →
+  ``to_async_iterator`` on the direct transport (time to its first *item*, a
+  whole sentence); and the bare ``from_llm`` → ``to_async_iterator``.
+
+``python -m benchmarks bench_transports``; ``KAGURA_BENCH_ROUNDS`` sets the rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from benchmarks._loopback_proc import ServerProcess, median
+from benchmarks._report import print_table, save_json
+
+CHUNKS = 2000
+SHORT_CHUNKS = 40  # time to first token is timed on a short stream (see _run)
+ROUNDS = int(os.environ.get("KAGURA_BENCH_ROUNDS", "5"))
+MODEL = "gpt-4o-mini"
+PROMPT = "Tell me a story."
+THROTTLE_S = 0.05
+
+Stream = Callable[[], AsyncIterator[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    cpu_us_per_chunk: float
+    ttft_ms: float
+    wall_ms: float
+    chunks: int
+
+
+async def measure(stream: Stream, chunks_sent: int = CHUNKS) -> Sample:
+    """Drain one stream, timing the client's CPU (per chunk sent) and the first item."""
+    first: float | None = None
+    chunks = 0
+    c0, t0 = time.process_time(), time.perf_counter()
+    async for _ in stream():
+        if first is None:
+            first = time.perf_counter()
+        chunks += 1
+    c1, t1 = time.process_time(), time.perf_counter()
+    return Sample(
+        cpu_us_per_chunk=(c1 - c0) / chunks_sent * 1e6,
+        ttft_ms=((first or t1) - t0) * 1e3,
+        wall_ms=(t1 - t0) * 1e3,
+        chunks=chunks,
+    )
+
+
+def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
+    """The clients by name (in the order they run each round) and a closer."""
+    import httpx
+    import openai
+    import structlog
+
+    import kagura
+    from kagura import operators as kops
+    from kagura.pipes import from_llm, to_async_iterator
+
+    messages = [{"role": "user", "content": PROMPT}]
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    http = httpx.AsyncClient(base_url=base_url, timeout=60.0)
+    sdk = openai.AsyncOpenAI(base_url=base_url, api_key="sk-x", max_retries=0)
+    direct = kagura.LLMConfig(
+        model=f"openai/{MODEL}",
+        api_base=base_url,
+        api_key="sk-x",
+        max_retries=0,
+        transport="direct",
+    )
+    via_litellm = direct.model_copy(update={"transport": "litellm"})
+    devnull = open(os.devnull, "w")  # noqa: SIM115 -- closed by the closer below
+    logger = structlog.wrap_logger(structlog.PrintLogger(devnull))
+    sentences = getattr(kops, "buffer_sentences", None)
+    sentence_op = sentences() if sentences is not None else kops.chunk_regex(r"[.!?]+\s+")
+
+    async def raw_httpx() -> AsyncIterator[str]:
+        async with http.stream("POST", "/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                for choice in json.loads(data).get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield content
+
+    async def openai_sdk() -> AsyncIterator[str]:
+        stream = await sdk.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+    def litellm_client(*, logging: bool) -> Stream:
+        async def run() -> AsyncIterator[str]:
+            import litellm
+
+            litellm.disable_streaming_logging = not logging
+            response: Any = await litellm.acompletion(
+                model=f"openai/{MODEL}",
+                messages=messages,
+                api_base=base_url,
+                api_key="sk-x",
+                max_retries=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            try:
+                async for chunk in response:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+            finally:
+                await response.aclose()
+                litellm.disable_streaming_logging = True
+
+        return run
+
+    def pipeline() -> AsyncIterator[str]:
+        return to_async_iterator(
+            from_llm(PROMPT, direct).pipe(
+                sentence_op, kops.throttle(THROTTLE_S), kops.tee_log(logger)
+            )
+        )
+
+    clients: dict[str, Stream] = {
+        "raw httpx + json.loads (floor)": raw_httpx,
+        "openai SDK": openai_sdk,
+        "litellm": litellm_client(logging=False),
+        "litellm, streaming logging on": litellm_client(logging=True),
+        "kagura call_llm_stream, direct": lambda: kagura.call_llm_stream(PROMPT, direct),
+        "kagura call_llm_stream, litellm": lambda: kagura.call_llm_stream(PROMPT, via_litellm),
+        "kagura from_llm → to_async_iterator, direct": lambda: to_async_iterator(
+            from_llm(PROMPT, direct)
+        ),
+        "kagura pipeline, direct": pipeline,
+    }
+
+    async def close() -> None:
+        await http.aclose()
+        await sdk.close()
+        devnull.close()
+
+    return clients, close
+
+
+async def _run(long_url: str, short_url: str) -> dict[str, Any]:
+    """Interleaved rounds: each client drains the long stream (CPU), then the short one (TTFT).
+
+    The loopback server encodes a whole script before it sends the first byte, which
+    takes tens of ms for 2000 chunks, so time to first token comes from the short stream.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    t0 = time.perf_counter()
+    import litellm  # noqa: F401 -- timed here so no client round pays for it
+
+    litellm_import_s = time.perf_counter() - t0
+    clients, close_long = _clients(long_url)
+    short, close_short = _clients(short_url)
+    first: dict[str, Sample] = {}
+    first_ttft: dict[str, float] = {}
+    samples: dict[str, list[Sample]] = {name: [] for name in clients}
+    ttft: dict[str, list[float]] = {name: [] for name in clients}
+    try:
+        for name, stream in clients.items():  # warm-up: the first call of each in this process
+            first_ttft[name] = (await measure(short[name], SHORT_CHUNKS)).ttft_ms
+            first[name] = await measure(stream)
+        for _ in range(ROUNDS):
+            for name, stream in clients.items():
+                samples[name].append(await measure(stream))
+                ttft[name].append((await measure(short[name], SHORT_CHUNKS)).ttft_ms)
+                await asyncio.sleep(0.01)  # let closed connections and callbacks settle
+    finally:
+        await close_long()
+        await close_short()
+    for name, got in samples.items():
+        counts = {s.chunks for s in got}
+        if "pipeline" not in name and counts != {CHUNKS}:  # the pipeline yields sentences
+            raise RuntimeError(f"{name}: expected {CHUNKS} chunks per stream, got {counts}")
+    return {
+        "litellm_import_s": litellm_import_s,
+        "first": first,
+        "first_ttft": first_ttft,
+        "samples": samples,
+        "ttft": ttft,
+    }
+
+
+def main() -> None:
+    from kagura import operators as kops
+
+    sentence_name = (
+        "buffer_sentences" if hasattr(kops, "buffer_sentences") else 'chunk_regex(r"[.!?]+\\s+")'
+    )
+    with ServerProcess(chunks=CHUNKS) as long, ServerProcess(chunks=SHORT_CHUNKS) as short:
+        result = asyncio.run(_run(long.base_url, short.base_url))
+
+    samples: dict[str, list[Sample]] = result["samples"]
+    first: dict[str, Sample] = result["first"]
+    first_ttft: dict[str, float] = result["first_ttft"]
+    cpu = {name: median([s.cpu_us_per_chunk for s in got]) for name, got in samples.items()}
+    ttft = {name: median(got) for name, got in result["ttft"].items()}
+    wall = {name: median([s.wall_ms for s in got]) for name, got in samples.items()}
+    floor_name = next(iter(samples))
+    floor = cpu[floor_name]
+
+    rows = [
+        [
+            name,
+            round(cpu[name], 1),
+            f"{cpu[name] / floor:.2f}x",
+            round(ttft[name], 1),
+            round(wall[name], 0),
+            round(first_ttft[name], 1),
+            round(first[name].cpu_us_per_chunk, 1),
+        ]
+        for name in samples
+    ]
+    print_table(
+        f"{CHUNKS}-chunk loopback stream, medians of {ROUNDS} interleaved rounds "
+        f"(pipeline: from_llm → {sentence_name} → throttle({THROTTLE_S}) → tee_log → "
+        f"to_async_iterator)",
+        [
+            "client",
+            "CPU µs/chunk",
+            "x floor",
+            "first token ms",
+            "stream ms",
+            "1st call: first token ms",
+            "1st call: CPU µs/chunk",
+        ],
+        rows,
+    )
+    print(f"\nimport litellm: {result['litellm_import_s']:.2f} s (not in any row)")
+
+    direct = cpu["kagura call_llm_stream, direct"]
+    kagura_litellm = cpu["kagura call_llm_stream, litellm"]
+    own_litellm = cpu["litellm"]
+    pipeline_added = cpu["kagura pipeline, direct"] - direct
+    targets = [
+        ("direct ≤ 1.5x floor", f"{direct / floor:.2f}x", direct / floor <= 1.5),
+        ("pipeline adds ≤ 5 µs/chunk", f"{pipeline_added:+.1f} µs", pipeline_added <= 5.0),
+        (
+            "kagura adds ≤ 5% over litellm",
+            f"{(kagura_litellm / own_litellm - 1) * 100:+.1f}%",
+            kagura_litellm <= own_litellm * 1.05,
+        ),
+    ]
+    print_table(
+        "Targets",
+        ["target", "measured", "result"],
+        [[t, m, "pass" if ok else "FAIL"] for t, m, ok in targets],
+    )
+    save_json(
+        "transports",
+        {
+            "chunks": CHUNKS,
+            "rounds": ROUNDS,
+            "pipeline": f"from_llm → {sentence_name} → throttle({THROTTLE_S}) → tee_log → "
+            "to_async_iterator",
+            "litellm_import_s": result["litellm_import_s"],
+            "median": {
+                name: {
+                    "cpu_us_per_chunk": cpu[name],
+                    "ratio_to_floor": cpu[name] / floor,
+                    "ttft_ms": ttft[name],
+                    "stream_ms": wall[name],
+                }
+                for name in samples
+            },
+            "first_call": {
+                name: {**asdict(s), "ttft_ms": first_ttft[name]} for name, s in first.items()
+            },
+            "samples": {name: [asdict(s) for s in got] for name, got in samples.items()},
+            "ttft_samples_ms": result["ttft"],
+            "targets": [{"target": t, "measured": m, "pass": ok} for t, m, ok in targets],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
