@@ -7,7 +7,10 @@ mangle. This extension rewrites each docstring before mkdocstrings parses it:
 - ``>>>`` doctest runs (with their expected output) become ``pycon`` code blocks;
   Markdown would otherwise read ``>>>`` as a triple-nested quote.
 - a paragraph ending in ``::`` followed by an indented block (the marble
-  diagrams) becomes a fenced code block.
+  diagrams, usage sketches) becomes a fenced code block, highlighted as Python
+  when it starts like Python.
+- a definition list (a line holding only an inline literal, then its indented
+  definition) becomes a bullet list.
 - ``:func:`~kagura.x.y``` roles (also ``:class:``, ``:mod:``, ``:meth:``, ``:data:``,
   ``:attr:``, ``:exc:``) become cross-references when the target is documented,
   and plain code otherwise. Unqualified names resolve from the docstring's own
@@ -25,7 +28,13 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj|const):`(~?)([^`]+)`")
 _DOCTEST = re.compile(r"^(\s*)>>> ")
+_TERM = re.compile(r"^(\s*)(``[^`]+``)\s*$")
+_PYTHON_STARTS = ("from ", "import ", "@", "def ", "async def ", "class ", "await ")
 _PACKAGES = ("kagura.", "reactivex.", "pydantic.", "structlog.")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
 
 
 def _resolve(obj: griffe.Object, target: str) -> str:
@@ -88,6 +97,20 @@ def _blocks(text: str) -> str:
                 out.append("")
             out += [f"{indent}```pycon", *(indent + b for b in block), f"{indent}```"]
             continue
+        term = _TERM.match(line)
+        if term and i + 1 < len(lines) and _indent(lines[i + 1]) > len(term.group(1)):
+            # A reST definition list entry: "``delta``" then its indented definition.
+            pad = term.group(1)
+            j = i + 1
+            definition: list[str] = []
+            while j < len(lines) and lines[j].strip() and _indent(lines[j]) > len(pad):
+                definition.append(lines[j].strip())
+                j += 1
+            if out and out[-1].strip() and not out[-1].lstrip().startswith("- "):
+                out.append("")
+            out.append(f"{pad}- {term.group(2)}: " + f"\n{pad}  ".join(definition))
+            i = j
+            continue
         if stripped.endswith("::") and not stripped.startswith(("-", "*")):
             # A literal block: the next indented lines, after one blank line.
             j = i + 1
@@ -108,7 +131,8 @@ def _blocks(text: str) -> str:
                 if stripped != "::":
                     out.append(line.rstrip()[:-1])  # "Marble::" -> "Marble:"
                 pad = " " * base
-                out += ["", f"{pad}```text", *(pad + b if b else "" for b in body), f"{pad}```"]
+                lang = "python" if body and body[0].startswith(_PYTHON_STARTS) else "text"
+                out += ["", f"{pad}```{lang}", *(pad + b if b else "" for b in body), f"{pad}```"]
                 if k < len(lines):
                     out.append("")
                 i = k
