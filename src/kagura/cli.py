@@ -1,183 +1,559 @@
-"""The ``kagura`` command: ``kagura demo`` and ``kagura stream "prompt"``.
+"""The ``kagura`` command: ``kagura stream "prompt"`` and ``kagura demo``.
 
-``kagura demo`` streams an answer through a small operator pipeline
-(``buffer_sentences`` then ``tee_log``) to the terminal. With no provider key set
-it uses the offline model ``kagura/replay``, and says how to use a real one.
+``kagura stream`` renders an answer live in the terminal (a rich ``Live`` view with
+a footer: time to first token, tokens per second, usage); when stdout is not a
+terminal it writes the text as it arrives and the footer to stderr, so
+``kagura stream "..." > answer.txt`` keeps a clean file. ``--schema pkg.mod:Model``
+shows the partial object growing (``parse_model(Model, partial=True)``).
 
-Ctrl-C stops a stream cleanly: the HTTP stream is closed, what arrived stays on
-screen, and the exit code is 130. Errors print as one line (``--debug`` for the
-traceback).
+``kagura demo`` (what ``make demo`` runs) streams a story through
+``buffer_sentences``: tokens arrive dim, each finished sentence gets its number.
+With no key set it runs offline on ``kagura/replay`` and says how to use a real model.
+
+The model is ``--model``, else ``$KAGURA_MODEL``, else ``gpt-4o-mini`` when
+``OPENAI_API_KEY`` is set, else the offline ``kagura/replay``; ``$KAGURA_API_BASE``
+points it at any OpenAI-compatible server. Ctrl-C closes the HTTP stream, leaves
+what arrived on screen and exits with 130. Errors print as one line (``--debug``
+for the traceback); a missing key names the variable to set.
+
+>>> main(["stream", "Hello, stream.", "--model", "kagura/echo", "--tokens-per-s", "0"])
+Hello, stream.
+0
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import importlib
+import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
-__all__ = ["main"]
+import typer
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.json import JSON
+from rich.live import Live
+from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
 
-DEMO_PROMPT = "Tell me a short story about a dragon."
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
-
-def _pick_model(explicit: str | None) -> tuple[str, bool]:
-    """The model to use and whether it is an offline fallback."""
-    if explicit:
-        return explicit, explicit.startswith("kagura/")
-    if os.environ.get("KAGURA_MODEL"):
-        model = os.environ["KAGURA_MODEL"]
-        return model, model.startswith("kagura/")
-    if os.environ.get("OPENAI_API_KEY"):
-        return "gpt-4o-mini", False
-    return "kagura/replay", True
-
-
-async def _run_stream(
-    prompt: str,
-    *,
-    model: str,
-    sentences: bool,
-    throttle: float | None,
-    log: bool,
-    offline_pace: bool,
-    numbered: bool,
-) -> int:
-    from kagura import operators as ops
     from kagura.core.config import LLMConfig
     from kagura.pipes import AgentStream
 
-    pipeline: list[Any] = []
-    if sentences:
+__all__ = ["app", "main", "resolve_model"]
+
+DEMO_PROMPT = "Tell me a short story about a dragon."
+DEFAULT_MODEL = "gpt-4o-mini"
+OFFLINE_MODEL = "kagura/replay"
+_OFFLINE_PANEL = "Offline models (kagura/echo, kagura/replay)"
+_REFRESH_PER_S = 20
+
+app = typer.Typer(
+    name="kagura",
+    help="Stream LLM output as reactive pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+# -- model and config ----------------------------------------------------------------------
+def resolve_model(explicit: str | None = None) -> tuple[str, str]:
+    """The model to use and why: ``--model``, ``$KAGURA_MODEL``, a key, or offline.
+
+    >>> resolve_model("kagura/echo")
+    ('kagura/echo', '--model')
+    """
+    if explicit:
+        return explicit, "--model"
+    if os.environ.get("KAGURA_MODEL"):
+        return os.environ["KAGURA_MODEL"], "KAGURA_MODEL"
+    if os.environ.get("OPENAI_API_KEY"):
+        return DEFAULT_MODEL, "OPENAI_API_KEY is set"
+    return OFFLINE_MODEL, "offline: neither OPENAI_API_KEY nor KAGURA_MODEL is set"
+
+
+def _config(model: str) -> LLMConfig:
+    from kagura.core.config import LLMConfig
+
+    return LLMConfig(model=model, api_base=os.environ.get("KAGURA_API_BASE") or None)
+
+
+def _offline_params(
+    model: str, *, tokens_per_s: float, ttft: float, replay_text: str | None
+) -> dict[str, Any]:
+    """Pacing for the offline models, so they stream like a real one."""
+    if not model.startswith("kagura/"):
+        return {}
+    params: dict[str, Any] = {"ttft": ttft}
+    if tokens_per_s > 0:
+        params["tokens_per_s"] = tokens_per_s
+    if replay_text is not None:
+        params["replay_text"] = replay_text
+    return params
+
+
+def _load_schema(spec: str) -> type[BaseModel]:
+    """Import ``pkg.module:Model`` (the current directory is importable, as for uvicorn)."""
+    from pydantic import BaseModel
+
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise typer.BadParameter("expected pkg.module:Model", param_hint="--schema")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--schema"
+        ) from exc
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise typer.BadParameter(f"{module_name!r} has no {attr!r}", param_hint="--schema")
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        raise typer.BadParameter(f"{spec} is not a pydantic model class", param_hint="--schema")
+    return target
+
+
+def _schema_messages(prompt: str, schema: type[BaseModel]) -> list[dict[str, str]]:
+    instructions = (
+        "Answer with one JSON object, and nothing else, that matches this JSON schema:\n"
+        + json.dumps(schema.model_json_schema())
+    )
+    return [{"role": "system", "content": instructions}, {"role": "user", "content": prompt}]
+
+
+# -- rendering -----------------------------------------------------------------------------
+class _Tail:
+    """Render ``renderable`` but keep only its last lines that fit above ``reserve`` lines.
+
+    rich's ``Live`` crops the *bottom* of a tall renderable; a growing answer needs
+    the bottom (the newest text) in view. The whole text is printed when the stream ends.
+    """
+
+    def __init__(self, renderable: RenderableType, reserve: int) -> None:
+        self.renderable = renderable
+        self.reserve = reserve
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.renderable, options.update(height=None), pad=False)
+        keep = max(1, console.size.height - self.reserve)
+        for line in lines[-keep:]:
+            yield from line
+            yield Segment.line()
+
+
+class _StderrProxy:
+    """A file that writes to whatever ``sys.stderr`` is now (rich ``Live`` swaps it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _console_logger(*, colors: bool) -> Any:
+    """A structlog logger writing one line per event to stderr (above a live view)."""
+    import structlog
+
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=_StderrProxy()),  # type: ignore[arg-type]  # duck-typed file
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S.%f"),
+            structlog.dev.ConsoleRenderer(colors=colors),
+        ],
+    )
+
+
+Mode = Literal["text", "numbered", "model"]
+
+
+@dataclass(slots=True)
+class _View:
+    """What the terminal shows: the pipeline's output so far, and a footer."""
+
+    out: Console
+    err: Console
+    mode: Mode
+    model_name: str
+    items: list[Any] = field(default_factory=list[Any])
+    pending: list[str] = field(default_factory=list[str])  # raw tokens (numbered mode)
+    stream: AgentStream[Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    live: Live | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return self.out.is_terminal
+
+    # -- events from the stream -----------------------------------------------------------
+    def start(self, stream: AgentStream[Any]) -> None:
+        self.stream = stream
+        self.started = time.perf_counter()
+        if self.interactive:
+            self.live = Live(
+                console=self.out,
+                get_renderable=self._live_renderable,
+                refresh_per_second=_REFRESH_PER_S,
+                transient=True,  # the whole answer is printed once it ends
+            )
+            self.live.start()
+
+    def token(self, token: str) -> None:
+        """A raw token from the model (tapped before the pipeline, numbered mode)."""
+        self.pending.append(token)
+
+    def item(self, item: Any) -> None:
+        """One output of the pipeline."""
+        self.items.append(item)
+        if self.mode == "numbered":
+            self.pending.clear()
+        if self.live is None:
+            self._write_plain(item)
+
+    def close(self, *, stopped: bool = False, error: BaseException | None = None) -> None:
+        """End the live view and leave the whole output and the footer on screen."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            self.out.print(self._body(final=True), crop=False, soft_wrap=False)
+        else:
+            self._finish_plain()
+        notes = self.out if self.interactive else self.err  # keep a piped stdout clean
+        if stopped:
+            notes.print(Text("[stopped: Ctrl-C]", style="bold yellow"))
+        elif error is not None:
+            return  # the error line follows
+        notes.print(self._footer(final=True), soft_wrap=True)
+
+    # -- plain (not a terminal) ------------------------------------------------------------
+    def _write_plain(self, item: Any) -> None:
+        file: IO[str] = self.out.file
+        if self.mode == "text":
+            file.write(str(item))
+        elif self.mode == "numbered":
+            file.write(f"{len(self.items):>3}  {str(item).strip()}\n")
+        else:
+            return  # the finished object is written at the end
+        file.flush()
+
+    def _finish_plain(self) -> None:
+        file: IO[str] = self.out.file
+        if self.mode == "text" and self.items and not str(self.items[-1]).endswith("\n"):
+            file.write("\n")
+        elif self.mode == "model" and self.items:
+            file.write(self.items[-1].model_dump_json(indent=2) + "\n")
+        file.flush()
+
+    # -- terminal --------------------------------------------------------------------------
+    def _live_renderable(self) -> RenderableType:
+        return Group(_Tail(self._body(final=False), reserve=2), self._footer(final=False))
+
+    def _body(self, *, final: bool) -> RenderableType:
+        if self.mode == "text":
+            return Text("".join(str(i) for i in self.items))
+        if self.mode == "numbered":
+            table = Table.grid(padding=(0, 2))
+            table.add_column(justify="right", style="bold cyan", min_width=3)
+            table.add_column()
+            for n, sentence in enumerate(self.items, 1):
+                table.add_row(str(n), Text(str(sentence).strip()))
+            if self.pending and not final:
+                table.add_row("", Text("".join(self.pending), style="dim"))
+            return table
+        if not self.items:
+            return Text("waiting for the first field..." if not final else "", style="dim")
+        return JSON(self.items[-1].model_dump_json(), indent=2)
+
+    def _footer(self, *, final: bool) -> Text:
+        stream = self.stream
+        if stream is None:
+            return Text("")
+        from kagura.core.metrics import estimate_tokens
+
+        m = stream.metrics
+        now = time.perf_counter()
+        parts = [self.model_name]
+        if not final:
+            parts.append(f"{now - self.started:.1f} s")
+            if m.ttft_s is None:
+                parts.append("waiting for the first token")
+            else:
+                parts.append(f"time to first token {m.ttft_s:.2f} s")
+                parts.append(f"{m.chunks} chunks")
+            return Text(" · ".join(parts), style="dim")
+        parts.append(
+            f"time to first token {m.ttft_s:.2f} s" if m.ttft_s is not None else "no token"
+        )
+        tps = m.tokens_per_s
+        if tps is None and m.first_token_at is not None and now > m.first_token_at:
+            # stopped early: the source never saw the end, so estimate from what arrived
+            tps = estimate_tokens(m.chars) / (now - m.first_token_at)
+            parts.append(f"~{tps:.1f} tokens/s")
+        elif tps is not None:
+            parts.append(f"{tps:.1f} tokens/s")
+        usage = stream.usage
+        if usage is not None:
+            parts.append(
+                f"{usage.prompt_tokens} + {usage.completion_tokens} = {usage.total_tokens} tokens"
+                + (" (estimated)" if usage.estimated else "")
+            )
+        else:
+            parts.append(f"usage unknown (~{estimate_tokens(m.chars)} tokens received)")
+        return Text("-- " + " · ".join(parts), style="dim")
+
+
+# -- running one stream --------------------------------------------------------------------
+@dataclass(slots=True, kw_only=True)
+class _Job:
+    prompt: str
+    model: str
+    mode: Mode = "text"
+    sentences: bool = False
+    throttle: float | None = None
+    schema: type[BaseModel] | None = None
+    log: bool = False
+    params: dict[str, Any] = field(default_factory=dict[str, Any])
+
+
+async def _run(job: _Job, view: _View) -> None:
+    """Stream ``job`` into ``view``; on cancellation (Ctrl-C) close it and re-raise."""
+    from reactivex import operators as rx
+
+    from kagura import operators as ops
+    from kagura.pipes import AgentStream
+
+    pipeline: list[Callable[[Any], Any]] = []
+    if job.log:
+        pipeline.append(ops.tee_log(_console_logger(colors=view.err.is_terminal), level="info"))
+    if job.mode == "numbered":
+        pipeline.append(rx.do_action(on_next=view.token))
+    if job.sentences:
         pipeline.append(ops.buffer_sentences())
-    if throttle:
-        pipeline.append(ops.throttle(throttle))
-    if log:
-        pipeline.append(ops.tee_log(level="info"))
-    kwargs: dict[str, Any] = {}
-    if offline_pace and model == "kagura/replay":
-        kwargs = {"ttft": 0.3, "tokens_per_s": 40}
-    config = LLMConfig(model=model, api_base=os.environ.get("KAGURA_API_BASE"))
-    stream = AgentStream.from_llm(prompt, config, pipeline=pipeline, **kwargs)
-    out = sys.stdout
-    count = 0
+    if job.schema is not None:
+        pipeline.append(_parse_model(job.schema))
+    if job.throttle is not None:
+        pipeline.append(ops.throttle(job.throttle))
+    prompt: Any = job.prompt if job.schema is None else _schema_messages(job.prompt, job.schema)
+    stream = AgentStream.from_llm(prompt, _config(job.model), pipeline=pipeline, **job.params)
+    view.start(stream)
     try:
         async with stream:
-            async for piece in stream:
-                count += 1
-                if numbered:
-                    out.write(f"  [{count}] {str(piece).strip()}\n")
-                else:
-                    out.write(str(piece))
-                out.flush()
+            async for item in stream:
+                view.item(item)
     except asyncio.CancelledError:
-        out.write("\n[stopped]\n")
-        out.flush()
+        view.close(stopped=True)
         raise
-    m = stream.metrics
-    usage = stream.usage
-    usage_text = (
-        f"{usage.prompt_tokens}+{usage.completion_tokens} tokens"
-        + (" (estimated)" if usage.estimated else "")
-        if usage
-        else "usage unknown"
-    )
-    ttft = f"{m.ttft_s:.2f} s" if m.ttft_s is not None else "n/a"
-    tps = f"{m.tokens_per_s:.1f}" if m.tokens_per_s is not None else "n/a"
-    out.write(f"\n-- time to first token {ttft}, {tps} tokens/s, {usage_text}\n")
-    return 0
+    except BaseException as exc:
+        view.close(error=exc)
+        raise
+    view.close()
 
 
-def _demo(args: argparse.Namespace) -> int:
-    model, offline = _pick_model(args.model)
-    if offline:
-        print(f"kagura demo: offline model {model} (no OPENAI_API_KEY or KAGURA_MODEL set)")
+def _parse_model(schema: type[BaseModel]) -> Callable[[Any], Any]:
+    from kagura.operators import parse_model
+
+    return parse_model(schema, partial=True)
+
+
+def _execute(job: _Job, *, debug: bool) -> None:
+    """Run ``job`` to the end; map Ctrl-C to exit 130 and errors to one line and exit 1."""
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    view = _View(out, err, job.mode, job.model)
+    try:
+        asyncio.run(_run(job, view))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:
+        raise  # `kagura ... | head`: typer exits quietly
+    except Exception as exc:
+        _report(exc, err, model=job.model, debug=debug)
+        raise typer.Exit(1) from None
+
+
+def _report(exc: Exception, err: Console, *, model: str, debug: bool) -> None:
+    """Print ``exc`` as one line (with the traceback first under ``--debug``)."""
+    from kagura.core.redact import redact
+    from kagura.errors import KaguraError, MissingAPIKeyError
+
+    if debug:
+        err.print_exception(show_locals=False)
+    if isinstance(exc, MissingAPIKeyError) and exc.env_var:
+        message = (
+            f"no API key for {model}: set {exc.env_var} (export {exc.env_var}=...), "
+            f"or run offline with --model {OFFLINE_MODEL}"
+        )
+    elif isinstance(exc, KaguraError):
+        message = f"{type(exc).__name__}: {redact(str(exc))}"
     else:
-        print(f"kagura demo: model {model}")
-    print("pipeline: from_llm -> buffer_sentences -> AgentStream, one sentence per line\n")
-    code = asyncio.run(
-        _run_stream(
-            args.prompt,
-            model=model,
-            sentences=True,
-            throttle=None,
-            log=False,
-            offline_pace=True,
-            numbered=True,
-        )
-    )
-    if offline:
-        print(
-            "\nTo use a real model: export OPENAI_API_KEY=sk-... (optionally KAGURA_MODEL=gpt-4o), "
-            "or KAGURA_API_BASE=http://localhost:11434/v1 KAGURA_MODEL=openai/llama3 "
-            "for any OpenAI-compatible server."
-        )
-    return code
+        message = f"unexpected {type(exc).__name__}: {redact(str(exc))} (--debug for details)"
+    err.print(Text.assemble(("kagura: ", "bold red"), message), soft_wrap=True)
 
 
-def _stream(args: argparse.Namespace) -> int:
-    model, _ = _pick_model(args.model)
-    return asyncio.run(
-        _run_stream(
-            args.prompt,
-            model=model,
-            sentences=args.sentences,
-            throttle=args.throttle,
-            log=args.log,
-            offline_pace=True,
-            numbered=False,
-        )
-    )
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kagura", description="Stream LLM output as reactive pipelines."
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="stream an answer through a small pipeline (works offline)")
-    demo.add_argument("prompt", nargs="?", default=DEMO_PROMPT)
-    demo.add_argument("--model", default=None)
-    demo.set_defaults(run=_demo)
-    stream = sub.add_parser("stream", help="stream one answer to the terminal")
-    stream.add_argument("prompt")
-    stream.add_argument(
+# -- commands ------------------------------------------------------------------------------
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
         "--model",
-        default=None,
-        help="model (default: $KAGURA_MODEL, gpt-4o-mini, or kagura/replay offline)",
-    )
-    stream.add_argument("--sentences", action="store_true", help="emit whole sentences")
-    stream.add_argument(
-        "--throttle", type=float, default=None, metavar="SECONDS", help="coalesce output"
-    )
-    stream.add_argument("--log", action="store_true", help="log stream events with structlog")
-    stream.set_defaults(run=_stream)
-    return parser
+        "-m",
+        help=(
+            f"Model name (default: $KAGURA_MODEL, else {DEFAULT_MODEL} if OPENAI_API_KEY "
+            f"is set, else {OFFLINE_MODEL} offline). $KAGURA_API_BASE sets the endpoint."
+        ),
+        show_default=False,
+    ),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+TokensPerSOption = Annotated[
+    float,
+    typer.Option(
+        "--tokens-per-s",
+        min=0,
+        help="Pace of the offline models (0: as fast as possible).",
+        rich_help_panel=_OFFLINE_PANEL,
+    ),
+]
+TtftOption = Annotated[
+    float,
+    typer.Option(
+        "--ttft", min=0, help="Seconds before the first token.", rich_help_panel=_OFFLINE_PANEL
+    ),
+]
+ReplayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--replay-text",
+        help="What kagura/replay says (default: a short story).",
+        rich_help_panel=_OFFLINE_PANEL,
+        show_default=False,
+    ),
+]
 
 
+@app.command()
+def stream(
+    prompt: Annotated[str, typer.Argument(help='The prompt ("-" reads it from stdin).')],
+    model: ModelOption = None,
+    sentences: Annotated[
+        bool, typer.Option("--sentences", help="Emit whole sentences (buffer_sentences).")
+    ] = False,
+    throttle: Annotated[
+        float | None,
+        typer.Option(
+            "--throttle",
+            metavar="SECONDS",
+            help="At most one update per SECONDS, nothing dropped (throttle).",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            metavar="pkg.module:Model",
+            help="Parse the answer into this pydantic model, showing the partial object.",
+            show_default=False,
+        ),
+    ] = None,
+    log: Annotated[bool, typer.Option("--log", help="Log stream events to stderr.")] = False,
+    debug: DebugOption = False,
+    tokens_per_s: TokensPerSOption = 40.0,
+    ttft: TtftOption = 0.2,
+    replay_text: ReplayOption = None,
+) -> None:
+    """Stream one answer to the terminal, live, with timing and usage."""
+    if throttle is not None and throttle <= 0:
+        raise typer.BadParameter("must be a positive number of seconds", param_hint="--throttle")
+    if sentences and schema:
+        raise typer.BadParameter("--sentences splits text; it does not combine with --schema")
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    name, _ = resolve_model(model)
+    job = _Job(
+        prompt=prompt,
+        model=name,
+        mode="model" if schema else "text",
+        sentences=sentences,
+        throttle=throttle,
+        schema=_load_schema(schema) if schema else None,
+        log=log,
+        params=_offline_params(name, tokens_per_s=tokens_per_s, ttft=ttft, replay_text=replay_text),
+    )
+    _execute(job, debug=debug)
+
+
+@app.command()
+def demo(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")] = DEMO_PROMPT,
+    model: ModelOption = None,
+    debug: DebugOption = False,
+    tokens_per_s: TokensPerSOption = 40.0,
+    ttft: TtftOption = 0.3,
+    replay_text: ReplayOption = None,
+) -> None:
+    """Stream a story through buffer_sentences (works offline, no key needed)."""
+    name, why = resolve_model(model)
+    out = Console(highlight=False)
+    out.print(
+        Text.assemble(("kagura demo", "bold"), "  model ", (name, "bold cyan"), f" ({why})"),
+        soft_wrap=True,
+    )
+    out.print(
+        Text(
+            f"pipeline: from_llm({prompt!r}) -> buffer_sentences() -> AgentStream; "
+            "tokens arrive dim, each finished sentence gets a number",
+            style="dim",
+        ),
+        soft_wrap=True,
+    )
+    out.print()
+    job = _Job(
+        prompt=prompt,
+        model=name,
+        mode="numbered",
+        sentences=True,
+        params=_offline_params(name, tokens_per_s=tokens_per_s, ttft=ttft, replay_text=replay_text),
+    )
+    _execute(job, debug=debug)
+    if name.startswith("kagura/"):
+        out.print()
+        for line in _real_model_hints():
+            out.print(line, soft_wrap=True)
+
+
+def _real_model_hints() -> Iterable[Text]:
+    yield Text("To use a real model:", style="bold")
+    yield Text(f"  export OPENAI_API_KEY=sk-...        # then {DEFAULT_MODEL} is the default")
+    yield Text("  export KAGURA_MODEL=gpt-4o           # or any litellm model name")
+    yield Text("  export KAGURA_API_BASE=http://localhost:11434/v1 KAGURA_MODEL=openai/llama3")
+    yield Text("                                       # any OpenAI-compatible server")
+    yield Text('Then: kagura stream "Explain backpressure in two sentences." --sentences')
+
+
+# -- entry point ---------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kagura`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    command = typer.main.get_command(app)
     try:
-        return int(args.run(args))
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        from kagura.errors import KaguraError
-
-        kind = (
-            type(exc).__name__
-            if isinstance(exc, KaguraError)
-            else f"unexpected {type(exc).__name__}"
-        )
-        print(f"kagura: {kind}: {exc}", file=sys.stderr)
-        return 1
+        # standalone mode: typer formats usage errors and maps Ctrl-C to 130 itself.
+        command.main(args=list(argv) if argv is not None else None, prog_name="kagura")
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

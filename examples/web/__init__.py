@@ -1,0 +1,1 @@
+"""The SSE demo: ``python -m examples.web.app`` from the repository root."""

@@ -1,0 +1,253 @@
+"""The ``kagura`` command as a person uses it: in a real terminal (pexpect), with Ctrl-C.
+
+Terminal tests run ``python -m kagura.cli`` in a pty with a clean environment (no
+provider key, no KAGURA_* variables); the quick checks of output and errors call
+:func:`kagura.cli.main` in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from kagura.cli import main
+from kagura.testing.loopback import LoopbackServer, Script
+
+_ENV_VARS = ("OPENAI_API_KEY", "KAGURA_MODEL", "KAGURA_API_BASE")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog while the patient owl counts "
+    "the stars above the quiet valley and the river hums an old song to the reeds."
+)
+
+
+def plain(output: str) -> str:
+    """Terminal output without colours and cursor moves."""
+    return _ANSI.sub("", output).replace("\r", "")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's keys and KAGURA_* settings must not leak into these tests."""
+    for name in _ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def spawn(*args: str, env: Mapping[str, str] = {}, cwd: Path | None = None) -> pexpect.spawn:
+    """``kagura ARGS`` in a fresh 30x100 terminal."""
+    base = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    base |= {"TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "kagura.cli", *args],
+        env=base | dict(env),
+        cwd=str(cwd) if cwd else None,
+        dimensions=(30, 100),
+        encoding="utf-8",
+        timeout=20,
+    )
+
+
+def finish(child: pexpect.spawn) -> str:
+    """Wait for the command to exit; return what it printed since the last match."""
+    child.expect(pexpect.EOF, timeout=20)
+    child.close()
+    return str(child.before)
+
+
+# -- in a terminal -----------------------------------------------------------------------
+def test_the_answer_appears_progressively() -> None:
+    start = time.monotonic()
+    child = spawn("stream", "go", "--replay-text", TEXT, "--tokens-per-s", "20", "--ttft", "0")
+    child.expect("quick")
+    first_words = time.monotonic() - start
+    child.expect("tokens/s")  # the final footer (the live one has no rate)
+    footer = time.monotonic() - start
+    rest = plain(finish(child))
+    assert child.exitstatus == 0
+    # 30 tokens at 20 per second: the end comes about 1.5 s after the first words
+    assert footer - first_words > 1.0, (first_words, footer)
+    assert "tokens" in rest
+    assert "(estimated)" not in rest  # the offline model reports its usage
+
+
+def test_ctrl_c_stops_with_130_and_keeps_the_partial_text() -> None:
+    child = spawn("stream", "go", "--replay-text", TEXT, "--tokens-per-s", "10", "--ttft", "0")
+    child.expect("brown")
+    child.sendintr()
+    after = plain(finish(child))
+    assert child.exitstatus == 130
+    assert "[stopped: Ctrl-C]" in after
+    # printed again below the cleared live view: a strict prefix of the answer
+    kept = after[: after.index("[stopped: Ctrl-C]")].strip().splitlines()[-1].strip()
+    assert kept.startswith("The quick brown")
+    assert TEXT.startswith(kept)
+    assert len(kept) < len(TEXT)
+    assert "Traceback" not in after
+
+
+def test_ctrl_c_closes_the_http_stream(loopback: LoopbackServer) -> None:
+    loopback.enqueue(Script.text("word " * 400, chunk_size=5, chunk_delay=0.02))
+    env = {"KAGURA_API_BASE": loopback.base_url, "OPENAI_API_KEY": "sk-test-0123456789"}
+    child = spawn("stream", "hello", "--model", "openai/x", env=env)
+    child.expect("word word word")
+    assert loopback.streams_in_progress == 1
+    child.sendintr()
+    after = plain(finish(child))
+    assert child.exitstatus == 130
+    assert "word word" in after
+    assert loopback.wait_idle_sync(5.0)
+    assert loopback.streams_closed_by_client == 1
+    assert loopback.streams_completed == 0
+
+
+def test_schema_shows_the_object_growing(tmp_path: Path) -> None:
+    (tmp_path / "cli_models.py").write_text(
+        "from pydantic import BaseModel\n"
+        "class Pet(BaseModel):\n"
+        "    name: str\n"
+        "    tricks: list[str]\n"
+    )
+    document = '{"name": "Rex", "tricks": ["sit", "roll over", "play dead", "fetch the paper"]}'
+    start = time.monotonic()
+    child = spawn(
+        "stream", document, "-m", "kagura/echo", "--schema", "cli_models:Pet",
+        "--tokens-per-s", "8", "--ttft", "0", cwd=tmp_path,
+    )  # fmt: skip
+    child.expect("Rex")
+    named = time.monotonic() - start
+    child.expect("tokens/s")
+    done = time.monotonic() - start
+    printed = plain(str(child.before))
+    finish(child)
+    assert child.exitstatus == 0
+    assert done - named > 0.5, (named, done)  # the name showed well before the last trick
+    assert '"fetch the paper"' in printed  # the whole object stays on screen
+
+
+# -- output and errors -----------------------------------------------------------------------
+def test_not_a_terminal_writes_plain_text_and_the_footer_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["stream", "Hello there, pipe.", "-m", "kagura/echo", "--tokens-per-s", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == "Hello there, pipe.\n"
+    assert "time to first token" in err
+    assert "3 + 3 = 6 tokens" in err
+
+
+def test_sentences_and_throttle_lose_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["-m", "kagura/replay", "--replay-text", TEXT, "--tokens-per-s", "0", "--ttft", "0"]
+    assert main(["stream", "go", "--sentences", "--throttle", "0.01", *args]) == 0
+    assert capsys.readouterr().out == TEXT + "\n"
+
+
+def test_log_reports_the_stream_events_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stream", "a b", "-m", "kagura/echo", "--log", "--tokens-per-s", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "a b\n"
+    assert "stream.start" in err
+    assert "stream.end" in err
+
+
+def test_a_dash_reads_the_prompt_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from stdin"))
+    assert main(["stream", "-", "-m", "kagura/echo", "--tokens-per-s", "0"]) == 0
+    assert capsys.readouterr().out == "from stdin\n"
+
+
+def test_schema_not_a_terminal_prints_the_validated_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cli_models_plain.py").write_text(
+        "from pydantic import BaseModel\nclass Point(BaseModel):\n    x: int\n    y: int = 0\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["-m", "kagura/echo", "--schema", "cli_models_plain:Point", "--tokens-per-s", "0"]
+    assert main(["stream", 'Sure: {"x": 3}', *args]) == 0
+    assert capsys.readouterr().out == '{\n  "x": 3,\n  "y": 0\n}\n'
+
+
+def test_demo_works_offline_and_says_how_to_use_a_real_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--tokens-per-s", "0", "--ttft", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "kagura/replay" in out
+    assert "buffer_sentences" in out
+    assert "  1  Once upon a time, a dragon named Ember guarded the valley of St. Aldric." in out
+    assert "  7  And that, the villagers said, is how the valley got its name." in out
+    for name in ("OPENAI_API_KEY", "KAGURA_MODEL", "KAGURA_API_BASE"):
+        assert name in out
+
+
+def test_model_choice_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAGURA_MODEL", "kagura/echo")
+    assert main(["stream", "echo me", "--tokens-per-s", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "echo me\n"
+    assert "kagura/echo" in err
+
+
+def test_a_missing_key_is_one_line_naming_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stream", "hi", "--model", "gpt-4o-mini"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "OPENAI_API_KEY" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stream", "hi", "--model", "gpt-4o-mini", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "MissingAPIKeyError" in err
+    assert err.strip().splitlines()[-1].startswith("kagura: no API key")
+
+
+def test_a_failed_stream_keeps_its_partial_text(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAGURA_API_BASE", loopback.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    loopback.enqueue(Script.text("Hello world, and more", error_event_after=1))
+    assert main(["stream", "hi", "--model", "openai/x"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "Hell\n"  # what arrived before the error event
+    assert err.startswith("kagura: StreamError")
+    assert len(err.strip().splitlines()) == 1
+    assert "sk-test" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stream", "hi", "--throttle", "0"], "--throttle"),
+        (["stream", "hi", "--schema", "no_such_module_here:Model"], "cannot import"),
+        (["stream", "hi", "--schema", "json:dumps"], "not a pydantic model"),
+        (["stream"], "Missing argument"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
