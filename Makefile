@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,7 +28,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/pyright
 
-pytest: $(STAMP)
+# Debian's chromium for tests/test_browser.py (which skips without it). Best effort:
+# quiet, and never fails the build (no root, no network, not Debian: the test skips).
+browser:
+	@test -x /usr/bin/chromium || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || true)
+
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test: lint typecheck pytest
