@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest bench clean browser
+.PHONY: demo test lint typecheck pytest docs bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,7 +36,13 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-test: lint typecheck pytest
+# The documentation site (docs/en, mkdocs.yml) into site/ (git-ignored); --strict turns
+# any warning (a broken link, an unknown ::: identifier) into a failure. Not --quiet:
+# mkdocs then stops counting warnings.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck pytest docs
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
