@@ -117,9 +117,9 @@ def main() -> None:
             via_operator,
             corpus,
             via_operator,
-            3,
+            5,
         ),
-        ("kagura segmenter, whole text", segment, corpus, segment, 3),
+        ("kagura segmenter, whole text", segment, corpus, segment, 5),
         ("pySBD, whole text", pysbd_whole, whole_prefix, pysbd_whole, 1),
         ("pySBD, paragraph by paragraph", pysbd_paragraphs, para_prefix, pysbd_whole, 1),
     ]
@@ -145,7 +145,7 @@ def main() -> None:
     )
     save_json(
         "sentences",
-        {"chunk_chars": CHUNK, "timing": "best of 3 (kagura), 1 (pySBD)", "runs": results},
+        {"chunk_chars": CHUNK, "timing": "best of 5 (kagura), 1 (pySBD)", "runs": results},
     )
 
 

@@ -83,6 +83,21 @@ def test_lossless_and_chunking_invariant(case: tuple[str, list[str]]) -> None:
     assert "".join(out) == text
 
 
+@settings(max_examples=100)
+@given(text_and_chunkings(), st.sets(st.integers(0, 40)), st.integers(0, 8))
+def test_flushes_anywhere_lose_nothing(
+    case: tuple[str, list[str]], flush_at: set[int], min_chars: int
+) -> None:
+    text, chunks = case
+    seg = SentenceSegmenter(min_chars=min_chars)
+    out: list[str] = []
+    for i, chunk in enumerate(chunks):
+        out += seg.push(chunk)
+        if i in flush_at:
+            out.append(seg.flush())
+    assert "".join(out + seg.close()) == text
+
+
 @settings(max_examples=50)
 @given(st.text(min_size=1), st.integers(1, 5))
 def test_a_segmenter_can_be_reused_after_close(text: str, size: int) -> None:

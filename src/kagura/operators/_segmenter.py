@@ -46,9 +46,7 @@ def _cls(chars: str, *, negate: bool = False) -> str:
 _W = _cls(WHITESPACE)
 _N = _cls(WHITESPACE, negate=True)
 _TRIGGERS = _TERM + _CJK + ")`" + _BULLETS
-# A whole token holding a trigger (``t`` is its first one), or a newline.
-_TOKEN = re.compile(rf"(?<!{_N}){_N}*?(?P<t>{_cls(_TRIGGERS)}){_N}*+|\n")
-_TOKEN_HERE = re.compile(rf"{_N}*?(?P<t>{_cls(_TRIGGERS)}){_N}*+")
+_TRIGGER = re.compile(_cls(_TRIGGERS + "\n"))  # what can make a boundary near it
 _WS_RUN = re.compile(f"{_W}*+")
 _NONWS_RUN = re.compile(f"{_N}*+")
 _CJK_SEARCH = re.compile(_cls(_CJK))
@@ -62,12 +60,15 @@ _INITIALISM = re.compile(r"[A-Za-z](?:\.[A-Za-z])*")
 _INTRO_TIME = re.compile(r"(?:[A-Za-z]+ )?\d{1,2}(?:[:.]\d{2})? ?[AaPp]\.[Mm]\.")
 
 # Wake-up patterns: the characters a new chunk must hold to be worth a scan.
-_WAKE_IDLE = re.compile(_cls(_TRIGGERS + "\n"))  # arms the scan: a trigger arrived
-_WAKE_ARMED = re.compile(_cls(WHITESPACE + _CJK + _BULLETS))  # the token can be whole now
+_WAKE_IDLE = re.compile(_cls(_TRIGGERS + "\n"))  # a trigger arrived: wait for a word
+_WAKE_WORD = re.compile("(?!)")  # stepping through _stage; never searched
+_SPACE = re.compile(_W)
+_SPACES = frozenset(WHITESPACE)
+_TRIGGER_SET = frozenset(_TRIGGERS + "\n")
+_NOW_SET = frozenset(_CJK + _BULLETS)
 _WAKE_FENCE = re.compile("`")
 _WAKE_WS = re.compile(_cls(WHITESPACE + _CJK))
 _WAKE_NONWS = re.compile(_N)
-_WAKE_WORD = re.compile(_N + _W)  # a whole word arrived (one that started earlier: _WAKE_WS)
 
 # Abbreviations (lower case, without the final period). Titles and the like that
 # precede a name: a capitalised word after them starts a sentence only if it is a
@@ -228,12 +229,11 @@ def _end(pattern: re.Pattern[str], buf: str, i: int) -> int:
 
 def _token_start(buf: str, lo: int, hi: int) -> int:
     """Start of the token that ends at ``hi``, not before ``lo``."""
-    start = max(lo - 1, buf.rfind(" ", lo, hi))
-    for c in "\n\t\r\f\v\u3000":
-        j = buf.rfind(c, start + 1, hi)
-        if j > start:
-            start = j
-    return start + 1
+    start = buf.rfind(" ", lo, hi) + 1 or lo
+    if _SPACE.search(buf, start, hi) is not None:  # rare: a newline or tab after the space
+        for c in "\n\t\r\f\v\u3000":
+            start = buf.rfind(c, start, hi) + 1 or start
+    return start
 
 
 class SentenceSegmenter:
@@ -254,11 +254,11 @@ class SentenceSegmenter:
         "_min_chars",
         "_out",
         "_parts",
-        "_prev_marker",
         "_pos",
+        "_prev_marker",
+        "_stage",
         "_start",
         "_waiting",
-        "_armed",
         "_wake",
     )
 
@@ -276,7 +276,8 @@ class SentenceSegmenter:
         self._prev_marker: tuple[int, int] | None = None  # the one opening the previous sentence
         self._out: list[str] = []
         self._wake: re.Pattern[str] | None = _WAKE_IDLE
-        self._armed = False  # idle, but a trigger arrived since the last scan
+        # With _WAKE_WORD: 1 = in the token, 2 = in the space after it, 3 = in the next word.
+        self._stage = 0
         self._waiting: tuple[int, int] | None = None  # the token whose following gap waits
 
     # -- public -----------------------------------------------------------------
@@ -284,22 +285,28 @@ class SentenceSegmenter:
     def push(self, text: str) -> list[str]:
         """Add ``text``; return the sentences whose end it made certain."""
         wake = self._wake
-        if wake is _WAKE_IDLE:
-            # Idle: a trigger's token is decided once it is whole, at the next space (or
-            # at once for CJK terminators and bullets); scan only then.
-            if not self._armed and wake.search(text) is None:
+        if wake is _WAKE_WORD:
+            if _NOW_SET.isdisjoint(text) and not self._step(text, 0):
+                self._parts.append(text)
+                return []
+        elif wake is _WAKE_IDLE:
+            # A trigger's token is decided once the word after it is whole (CJK terminators
+            # and bullets at once): scan only then, however the text is chunked.
+            if _TRIGGER_SET.isdisjoint(text):
                 if text:
                     self._parts.append(text)
                 return []
-            self._armed = True
-            if _WAKE_ARMED.search(text) is None:
-                self._parts.append(text)
-                return []
+            if _NOW_SET.isdisjoint(text):
+                m = _WAKE_IDLE.search(text)
+                i = 0 if m is None else m.end()  # never None: a trigger is in text
+                self._wake = _WAKE_WORD
+                self._stage = 2 if text[i - 1 : i] == "\n" else 1
+                if not self._step(text, i):
+                    self._parts.append(text)
+                    return []
         elif wake is not None and wake.search(text) is None:
             if text:
                 self._parts.append(text)
-                if wake is _WAKE_WORD and _WAKE_NONWS.search(text):
-                    self._wake = _WAKE_WS  # the word started: a space ends it
             return []
         parts = self._parts
         if parts:
@@ -315,6 +322,21 @@ class SentenceSegmenter:
         self._out = []
         return out
 
+    def _step(self, text: str, i: int) -> bool:
+        """Follow the wait for a whole word through ``text[i:]``; True once it is whole."""
+        stage = self._stage
+        if stage != 2 and _SPACES.isdisjoint(text):
+            return False
+        while True:
+            m = (_WAKE_NONWS if stage == 2 else _SPACE).search(text, i)
+            if m is None:
+                self._stage = stage
+                return False
+            if stage == 3:
+                return True
+            stage += 1
+            i = m.end()
+
     def close(self) -> list[str]:
         """End of text: decide what was waiting and return the rest, even if short."""
         self._join()
@@ -326,7 +348,6 @@ class SentenceSegmenter:
         self._start = self._pos = self._done = self._emitted = self._fence = 0
         self._marker = self._prev_marker = self._waiting = None
         self._wake = _WAKE_IDLE
-        self._armed = False
         return self._take()
 
     @property
@@ -391,20 +412,17 @@ class SentenceSegmenter:
                 if not self._gap(*self._waiting, final):
                     return
                 continue
-            buf, pos = self._buf, self._pos
-            m = None
-            if pos == self._start and pos and buf[pos - 1] not in WHITESPACE:
-                m = _TOKEN_HERE.match(buf, pos)  # the sentence starts inside a token
-            if m is None:
-                m = _TOKEN.search(buf, pos)
+            buf = self._buf
+            m = _TRIGGER.search(buf, self._pos)
             if m is None:
                 self._wake = _WAKE_IDLE
-                self._armed = False
                 return
-            if m.start("t") < 0:
-                progressed = self._newline(m.start(), final)
-            else:
-                progressed = self._token(m.start(), m.start("t"), m.end(), final)
+            i = m.start()
+            if buf[i] == "\n":
+                progressed = self._newline(i, final)
+            else:  # the token holding the trigger (it may start before the sentence did)
+                t0 = _token_start(buf, self._start, i)
+                progressed = self._token(t0, i, _end(_NONWS_RUN, buf, i), final)
             if not progressed:
                 return
 
@@ -422,7 +440,7 @@ class SentenceSegmenter:
             return True
         if buf[t0] == "`" and buf.startswith("```", t0):
             if t1 == n and not final:
-                return self._wait(_WAKE_WS)
+                return self._wait_word(1)
             line = max(self._start, buf.rfind("\n", self._start, t0) + 1)
             if not buf[line:t0].strip(" \t"):
                 run = _end(_NONWS_RUN, buf, t0)  # the opening fence and its info string
@@ -444,7 +462,7 @@ class SentenceSegmenter:
                 self._pos = n
             return True
         if t1 == n and not final:
-            return self._wait(_WAKE_WS)
+            return self._wait_word(1)
         token = buf[t0:t1]
         mark = _marker(token) if len(token) <= 7 else None
         if mark is not None:
@@ -503,6 +521,11 @@ class SentenceSegmenter:
         self._wake = wake
         return False
 
+    def _wait_word(self, stage: int) -> bool:
+        self._wake = _WAKE_WORD
+        self._stage = stage
+        return False
+
     def _advance(self, pos: int) -> bool:
         self._pos = pos
         return True
@@ -527,12 +550,12 @@ class SentenceSegmenter:
         g1 = _end(_WS_RUN, buf, a1)
         if g1 == n:
             if not final:
-                return self._wait(_WAKE_WORD)  # the next token must be whole
+                return self._wait_word(2)  # the next token must be whole
             self._waiting = None
             return self._advance(n)
         b1 = _end(_NONWS_RUN, buf, g1)
         if b1 == n and not final:
-            return self._wait(_WAKE_WS)
+            return self._wait_word(3)
         split = self._decide(a0, a1, g1, b1, final)
         if split == _WAIT:
             return False

@@ -66,6 +66,7 @@ def buffer_sentences(
             seg = SentenceSegmenter(min_chars=min_chars)
             lock = threading.RLock()
             timer = SerialDisposable()
+            wait = max_wait or 0.0  # on_next_timed is only used with a max_wait
             timing = False  # a max_wait timer runs for the held text
             stopped = False
 
@@ -80,20 +81,18 @@ def buffer_sentences(
                 for sentence in seg.push(chunk):  # no timer: Rx serialises the calls
                     observer.on_next(sentence)
 
-            def on_next(chunk: str) -> None:
+            def on_next_timed(chunk: str) -> None:
                 nonlocal timing
                 with lock:
                     sentences = seg.push(chunk)
                     for sentence in sentences:
                         observer.on_next(sentence)
-                    if max_wait is None:
-                        return
                     if sentences and timing:
                         timer.disposable = Disposable()  # a boundary restarts the wait
                         timing = False
                     if not timing and seg.holding:
                         timing = True
-                        timer.disposable = sched.schedule_relative(max_wait, expire)
+                        timer.disposable = sched.schedule_relative(wait, expire)
 
             def stop() -> None:
                 nonlocal stopped
@@ -120,7 +119,7 @@ def buffer_sentences(
                     stop()
 
             upstream = source.subscribe(
-                on_next if max_wait is not None else on_next_untimed,
+                on_next_untimed if max_wait is None else on_next_timed,
                 on_error,
                 on_completed,
                 scheduler=subscribe_scheduler,
