@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 
 from kagura.errors import ConfigError
-from kagura.operators import _sentences, buffer_sentences
+from kagura.operators import buffer_sentences
 from kagura.testing.scripted import marble_chunks
 from kagura.testing.strategies import chunkings, split_at, text_and_chunkings, token_streams
 
@@ -37,10 +36,6 @@ def run(chunks: list[str], **options: Any) -> list[str]:
 
 def stripped(sentences: list[str]) -> list[str]:
     return [s.strip() for s in sentences]
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_sentences).failed == 0
 
 
 # -- the Golden Rules --------------------------------------------------------------------

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import doctest
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kagura.operators import _segmenter
 from kagura.operators._segmenter import SentenceSegmenter, segment
 from kagura.testing.strategies import text_and_chunkings
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(_segmenter).failed == 0
 
 
 def steps(chunks: list[str]) -> list[list[str]]:
