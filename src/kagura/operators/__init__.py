@@ -11,6 +11,7 @@ One private module per operator; this package only re-exports them.
 
 # Each operator module adds its import here (keep the lines sorted).
 from kagura.operators._accumulate import accumulate
+from kagura.operators._parse import parse_items, parse_model
 from kagura.operators._rechunk import chunk_lines, chunk_regex, chunk_words
 from kagura.operators._sentences import buffer_sentences
 from kagura.operators._strip_tags import strip_tags
@@ -26,6 +27,8 @@ __all__: list[str] = [
     "chunk_words",
     "first_token_timeout",
     "idle_timeout",
+    "parse_items",
+    "parse_model",
     "strip_tags",
     "tee_log",
     "throttle",
