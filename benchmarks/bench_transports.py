@@ -7,8 +7,10 @@ included, divided by the chunks sent. Time to first token (request to first text
 chunk) is timed on a 40-chunk stream from a second server process, because the
 loopback server encodes a whole script before its first byte (tens of ms for 2000
 chunks). Clients run in interleaved rounds (A B C ... A B C ...) after one warm-up
-round each; the table shows medians, the warm-up (first call in the process)
-separately.
+round each, the cheap ones ``CHEAP_REPEATS`` times a round; the table shows
+medians, the warm-up (first call in the process) separately. The CPU window
+ends ``SETTLE_S`` after the stream, so background work a client leaves behind
+(litellm's logging) is charged to it.
 
 Rows:
 - raw httpx: ``aiter_lines``, ``json.loads``, pick ``delta.content``: the floor;
@@ -33,15 +35,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from benchmarks._loopback_proc import ServerProcess, median
 from benchmarks._report import print_table, save_json
 
 CHUNKS = 2000
 SHORT_CHUNKS = 40  # time to first token is timed on a short stream (see _run)
-ROUNDS = int(os.environ.get("KAGURA_BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("KAGURA_BENCH_ROUNDS", "7"))
 MODEL = "gpt-4o-mini"
 PROMPT = "Tell me a story."
 THROTTLE_S = 0.05
+SETTLE_S = 0.05
+# The cheap clients (~0.1 s a stream) run this many times a round, litellm's (~1.5 s) once.
+CHEAP_REPEATS = 3
 
 Stream = Callable[[], AsyncIterator[str]]
 
@@ -63,7 +70,11 @@ async def measure(stream: Stream, chunks_sent: int = CHUNKS) -> Sample:
         if first is None:
             first = time.perf_counter()
         chunks += 1
-    c1, t1 = time.process_time(), time.perf_counter()
+    t1 = time.perf_counter()
+    # Work a client leaves running in the background after its stream (litellm's
+    # logging threads and tasks) is charged to it, not to the next client.
+    await asyncio.sleep(SETTLE_S)
+    c1 = time.process_time()
     return Sample(
         cpu_us_per_chunk=(c1 - c0) / chunks_sent * 1e6,
         ttft_ms=((first or t1) - t0) * 1e3,
@@ -94,7 +105,7 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
     direct = kagura.LLMConfig(
         model=f"openai/{MODEL}",
         api_base=base_url,
-        api_key="sk-x",
+        api_key=SecretStr("sk-x"),
         max_retries=0,
         transport="direct",
     )
@@ -164,13 +175,13 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
         "raw httpx + json.loads (floor)": raw_httpx,
         "openai SDK": openai_sdk,
         "litellm": litellm_client(logging=False),
-        "litellm, streaming logging on": litellm_client(logging=True),
         "kagura call_llm_stream, direct": lambda: kagura.call_llm_stream(PROMPT, direct),
         "kagura call_llm_stream, litellm": lambda: kagura.call_llm_stream(PROMPT, via_litellm),
         "kagura from_llm → to_async_iterator, direct": lambda: to_async_iterator(
             from_llm(PROMPT, direct)
         ),
         "kagura pipeline, direct": pipeline,
+        "litellm, streaming logging on": litellm_client(logging=True),
     }
 
     async def close() -> None:
@@ -204,9 +215,9 @@ async def _run(long_url: str, short_url: str) -> dict[str, Any]:
             first[name] = await measure(stream)
         for _ in range(ROUNDS):
             for name, stream in clients.items():
-                samples[name].append(await measure(stream))
-                ttft[name].append((await measure(short[name], SHORT_CHUNKS)).ttft_ms)
-                await asyncio.sleep(0.01)  # let closed connections and callbacks settle
+                for _ in range(1 if "litellm" in name else CHEAP_REPEATS):
+                    samples[name].append(await measure(stream))
+                    ttft[name].append((await measure(short[name], SHORT_CHUNKS)).ttft_ms)
     finally:
         await close_long()
         await close_short()
@@ -271,16 +282,23 @@ def main() -> None:
     print(f"\nimport litellm: {result['litellm_import_s']:.2f} s (not in any row)")
 
     direct = cpu["kagura call_llm_stream, direct"]
-    kagura_litellm = cpu["kagura call_llm_stream, litellm"]
-    own_litellm = cpu["litellm"]
     pipeline_added = cpu["kagura pipeline, direct"] - direct
+    # litellm's CPU drifts by ±20% between rounds here, so compare it round by round.
+    over_litellm = median(
+        [
+            ours.cpu_us_per_chunk / theirs.cpu_us_per_chunk - 1
+            for ours, theirs in zip(
+                samples["kagura call_llm_stream, litellm"], samples["litellm"], strict=True
+            )
+        ]
+    )
     targets = [
         ("direct ≤ 1.5x floor", f"{direct / floor:.2f}x", direct / floor <= 1.5),
         ("pipeline adds ≤ 5 µs/chunk", f"{pipeline_added:+.1f} µs", pipeline_added <= 5.0),
         (
-            "kagura adds ≤ 5% over litellm",
-            f"{(kagura_litellm / own_litellm - 1) * 100:+.1f}%",
-            kagura_litellm <= own_litellm * 1.05,
+            "kagura adds ≤ 5% over litellm (median of per-round ratios)",
+            f"{over_litellm * 100:+.1f}%",
+            over_litellm <= 0.05,
         ),
     ]
     print_table(
