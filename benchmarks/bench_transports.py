@@ -248,6 +248,7 @@ def main() -> None:
     first_ttft: dict[str, float] = result["first_ttft"]
     cpu = {name: median([s.cpu_us_per_chunk for s in got]) for name, got in samples.items()}
     ttft = {name: median(got) for name, got in result["ttft"].items()}
+    least = {name: min(s.cpu_us_per_chunk for s in got) for name, got in samples.items()}
     wall = {name: median([s.wall_ms for s in got]) for name, got in samples.items()}
     floor_name = next(iter(samples))
     floor = cpu[floor_name]
@@ -257,6 +258,8 @@ def main() -> None:
             name,
             round(cpu[name], 1),
             f"{cpu[name] / floor:.2f}x",
+            round(least[name], 1),
+            f"{least[name] / least[floor_name]:.2f}x",
             round(ttft[name], 1),
             round(wall[name], 0),
             round(first_ttft[name], 1),
@@ -272,6 +275,8 @@ def main() -> None:
             "client",
             "CPU µs/chunk",
             "x floor",
+            "min CPU µs/chunk",
+            "min x floor",
             "first token ms",
             "stream ms",
             "1st call: first token ms",
@@ -281,30 +286,36 @@ def main() -> None:
     )
     print(f"\nimport litellm: {result['litellm_import_s']:.2f} s (not in any row)")
 
-    direct = cpu["kagura call_llm_stream, direct"]
-    pipeline_added = cpu["kagura pipeline, direct"] - direct
-    # litellm's CPU drifts by ±20% between rounds here, so compare it round by round.
-    over_litellm = median(
-        [
-            ours.cpu_us_per_chunk / theirs.cpu_us_per_chunk - 1
-            for ours, theirs in zip(
-                samples["kagura call_llm_stream, litellm"], samples["litellm"], strict=True
-            )
+    # Judged on the medians, and on the minimums: on a shared machine other processes
+    # only ever add CPU time, so the least of many samples is the least disturbed one.
+    def judged(stat: dict[str, float]) -> list[tuple[str, str, bool]]:
+        direct = stat["kagura call_llm_stream, direct"]
+        ratio = direct / stat[floor_name]
+        added = stat["kagura pipeline, direct"] - direct
+        over = stat["kagura call_llm_stream, litellm"] / stat["litellm"] - 1
+        return [
+            ("direct ≤ 1.5x floor", f"{ratio:.2f}x", ratio <= 1.5),
+            ("pipeline adds ≤ 5 µs/chunk", f"{added:+.1f} µs", added <= 5.0),
+            ("kagura adds ≤ 5% over litellm", f"{over * 100:+.1f}%", over <= 0.05),
         ]
-    )
+
     targets = [
-        ("direct ≤ 1.5x floor", f"{direct / floor:.2f}x", direct / floor <= 1.5),
-        ("pipeline adds ≤ 5 µs/chunk", f"{pipeline_added:+.1f} µs", pipeline_added <= 5.0),
-        (
-            "kagura adds ≤ 5% over litellm (median of per-round ratios)",
-            f"{over_litellm * 100:+.1f}%",
-            over_litellm <= 0.05,
-        ),
+        {"target": t, "median": m, "pass": ok, "minimum": m2, "pass_on_minimum": ok2}
+        for (t, m, ok), (_, m2, ok2) in zip(judged(cpu), judged(least), strict=True)
     ]
     print_table(
         "Targets",
-        ["target", "measured", "result"],
-        [[t, m, "pass" if ok else "FAIL"] for t, m, ok in targets],
+        ["target", "medians", "result", "minimums", "result"],
+        [
+            [
+                t["target"],
+                t["median"],
+                "pass" if t["pass"] else "FAIL",
+                t["minimum"],
+                "pass" if t["pass_on_minimum"] else "FAIL",
+            ]
+            for t in targets
+        ],
     )
     save_json(
         "transports",
@@ -318,6 +329,7 @@ def main() -> None:
                 name: {
                     "cpu_us_per_chunk": cpu[name],
                     "ratio_to_floor": cpu[name] / floor,
+                    "min_cpu_us_per_chunk": least[name],
                     "ttft_ms": ttft[name],
                     "stream_ms": wall[name],
                 }
@@ -328,7 +340,7 @@ def main() -> None:
             },
             "samples": {name: [asdict(s) for s in got] for name, got in samples.items()},
             "ttft_samples_ms": result["ttft"],
-            "targets": [{"target": t, "measured": m, "pass": ok} for t, m, ok in targets],
+            "targets": targets,
         },
     )
 
