@@ -31,7 +31,10 @@ typecheck: $(STAMP)
 # Debian's chromium for tests/test_browser.py (which skips without it). Best effort:
 # quiet, and never fails the build (no root, no network, not Debian: the test skips).
 browser:
-	@test -x /usr/bin/chromium || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || true)
+	@test -x /usr/bin/chromium || (export DEBIAN_FRONTEND=noninteractive; \
+	  timeout 300 apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (timeout 120 apt-get update -qq >/dev/null 2>&1 && \
+	   timeout 300 apt-get install -y -qq chromium >/dev/null 2>&1) || true)
 
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -16,7 +16,6 @@ benchmark dies). Run by hand: ``python -m benchmarks._loopback_proc --chunks 200
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import statistics
@@ -25,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -155,23 +154,6 @@ class ServerProcess:
         self._proc = None
 
 
-def _deepen_listen_backlog(backlog: int = 4096) -> None:
-    """Listen with a deep accept queue in this (server) process.
-
-    LoopbackServer listens with asyncio's default backlog of 100: a thousand
-    connections opened within a second overflow it, and the kernel's SYN
-    retransmissions (1 s, 3 s, 7 s...) then dominate the time to first token.
-    Tests never open that many at once, so only the benchmark's server changes it.
-    """
-    start_server = asyncio.start_server
-
-    async def deep(*args: Any, **kwargs: Any) -> asyncio.Server:
-        kwargs.setdefault("backlog", backlog)
-        return await start_server(*args, **kwargs)
-
-    asyncio.start_server = deep
-
-
 def _serve() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chunks", type=int, default=2000)
@@ -179,11 +161,13 @@ def _serve() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     args = parser.parse_args()
     raise_nofile(65536)
-    _deepen_listen_backlog()
 
     from kagura.testing.loopback import LoopbackServer, Script
 
-    with LoopbackServer() as server:
+    # A deep accept queue: a thousand connections opened within a second overflow
+    # asyncio's default of 100, and SYN retransmissions (1 s, 3 s...) would then
+    # dominate the time to first token.
+    with LoopbackServer(backlog=4096) as server:
         server.default = Script.text(
             stream_text(args.chunks, args.chunk_size),
             chunk_size=args.chunk_size,

@@ -16,12 +16,6 @@ from kagura.core.tools import ToolLoopError
 from kagura.errors import ConfigError, ParseError
 from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
 
-# litellm validates a request's assistant tool-call message with a pydantic TypedDict that
-# uses ReadOnly, and pydantic warns about it on every such request (litellm's, not ours).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"
-)
-
 ECHO = LLMConfig(model="kagura/echo")
 
 

@@ -18,12 +18,6 @@ from kagura.core.tools import ToolLoopError
 from kagura.errors import ConfigError, ProviderError, StreamConsumedError, StreamError
 from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
 
-# litellm validates a request's assistant tool-call message with a pydantic TypedDict that
-# uses ReadOnly, and pydantic warns about it on every such request (litellm's, not ours).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"
-)
-
 
 @pytest.fixture(autouse=True)
 def fresh_cache() -> Iterator[LLMCache]:

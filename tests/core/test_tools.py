@@ -27,12 +27,6 @@ from kagura.core.tools import (
 from kagura.errors import ConfigError, LLMError
 from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
 
-# litellm validates a request's assistant tool-call message with a pydantic TypedDict that
-# uses ReadOnly, and pydantic warns about it on every such request (litellm's, not ours).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Item .* is using the `ReadOnly` qualifier:UserWarning"
-)
-
 
 class Location(BaseModel):
     city: str

@@ -429,9 +429,10 @@ class LoopbackServer:
     DEFAULT_OAUTH_CLIENTS: ClassVar[Mapping[str, str]] = {"test-client": "test-secret"}
     DEFAULT_MODELS: ClassVar[tuple[str, ...]] = ("gpt-4o-mini", "gpt-4o")
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 1024) -> None:
         self._host = host
         self._port = port
+        self._backlog = backlog  # asyncio's default (100) overflows at ~1000 concurrent clients
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: deque[Script] = deque()
@@ -646,7 +647,9 @@ class LoopbackServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        server = await asyncio.start_server(self._on_connect, self._host, self._port)
+        server = await asyncio.start_server(
+            self._on_connect, self._host, self._port, backlog=self._backlog
+        )
         self._port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stopping.wait()
