@@ -8,9 +8,9 @@ from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
-from reactivex.scheduler import TimeoutScheduler
 
 from kagura.errors import ConfigError
+from kagura.operators._scheduling import resolve_scheduler
 from kagura.operators._segmenter import WHITESPACE, SentenceSegmenter
 
 __all__ = ["buffer_sentences"]
@@ -62,7 +62,7 @@ def buffer_sentences(
         def subscribe(
             observer: abc.ObserverBase[str], subscribe_scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+            sched = resolve_scheduler(scheduler, subscribe_scheduler)
             seg = SentenceSegmenter(min_chars=min_chars)
             lock = threading.RLock()
             timer = SerialDisposable()

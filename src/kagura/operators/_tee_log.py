@@ -10,10 +10,10 @@ from typing import Any, Literal, TypeVar
 import structlog
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
-from reactivex.scheduler import TimeoutScheduler
 
 from kagura.core.redact import redact
 from kagura.errors import ConfigError
+from kagura.operators._scheduling import resolve_scheduler
 
 __all__ = ["tee_log"]
 
@@ -81,7 +81,7 @@ def tee_log(
         def subscribe(
             observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+            sched = resolve_scheduler(scheduler, subscribe_scheduler)
             started_at: datetime = sched.now
             first_at: datetime | None = None
             chunks = 0

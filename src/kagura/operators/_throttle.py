@@ -8,9 +8,9 @@ from typing import Any, TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
-from reactivex.scheduler import TimeoutScheduler
 
 from kagura.errors import ConfigError
+from kagura.operators._scheduling import resolve_scheduler
 
 __all__ = ["throttle"]
 
@@ -52,7 +52,7 @@ def throttle(
         def subscribe(
             observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+            sched = resolve_scheduler(scheduler, subscribe_scheduler)
             lock = threading.RLock()
             timer = SerialDisposable()
             gate_open = True

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
-from reactivex.scheduler import TimeoutScheduler
 
 from kagura.errors import ConfigError, FirstTokenTimeout, IdleTimeout
+from kagura.operators._scheduling import resolve_scheduler
 
 __all__ = ["first_token_timeout", "idle_timeout"]
 
@@ -52,55 +52,29 @@ def first_token_timeout(
         def subscribe(
             observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
-            lock = threading.RLock()
-            timer = SerialDisposable()
-            upstream = SingleAssignmentDisposable()
+            sched = resolve_scheduler(scheduler, subscribe_scheduler)
+            guard = _Guard(observer)
             started = False
-            done = False
 
             def expire(_: abc.SchedulerBase, __: Any = None) -> None:
-                nonlocal done
-                with lock:
-                    if started or done:
+                with guard.lock:
+                    if started or guard.done:
                         return
-                    done = True
-                upstream.dispose()
-                observer.on_error(FirstTokenTimeout(f"no text within {seconds:g} s of the request"))
+                    guard.done = True
+                guard.fail(FirstTokenTimeout(f"no text within {seconds:g} s of the request"))
 
             def on_next(value: _T) -> None:
                 nonlocal started
-                with lock:
-                    if done:
+                with guard.lock:
+                    if guard.done:
                         return
                     if not started:
                         started = True
-                        timer.dispose()
+                        guard.timer.dispose()
                     observer.on_next(value)
 
-            def on_error(error: Exception) -> None:
-                nonlocal done
-                with lock:
-                    if done:
-                        return
-                    done = True
-                    timer.dispose()
-                    observer.on_error(error)
-
-            def on_completed() -> None:
-                nonlocal done
-                with lock:
-                    if done:
-                        return
-                    done = True
-                    timer.dispose()
-                    observer.on_completed()
-
-            timer.disposable = sched.schedule_relative(seconds, expire)
-            upstream.disposable = source.subscribe(
-                on_next, on_error, on_completed, scheduler=subscribe_scheduler
-            )
-            return CompositeDisposable(timer, upstream)
+            guard.timer.disposable = sched.schedule_relative(seconds, expire)
+            return guard.subscribe(source, on_next, subscribe_scheduler)
 
         return Observable(subscribe)
 
@@ -140,28 +114,23 @@ def idle_timeout(
         def subscribe(
             observer: abc.ObserverBase[_T], subscribe_scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
-            lock = threading.RLock()
-            timer = SerialDisposable()
-            upstream = SingleAssignmentDisposable()
+            sched = resolve_scheduler(scheduler, subscribe_scheduler)
+            guard = _Guard(observer)
             text: list[str] = []  # str items so far, for partial_text
             last_at: datetime | None = None  # when the latest item arrived
-            done = False
 
             # One timer per ``seconds``, not one per chunk: when it fires early
             # (items came meanwhile) it re-arms for the time still to wait.
             def expire(_: abc.SchedulerBase, __: Any = None) -> None:
-                nonlocal done
-                with lock:
-                    if done or last_at is None:
+                with guard.lock:
+                    if guard.done or last_at is None:
                         return
                     remaining = seconds - (sched.now - last_at).total_seconds()
                     if remaining > _CLOCK_RESOLUTION:
-                        timer.disposable = sched.schedule_relative(remaining, expire)
+                        guard.timer.disposable = sched.schedule_relative(remaining, expire)
                         return
-                    done = True
-                upstream.dispose()
-                observer.on_error(
+                    guard.done = True
+                guard.fail(
                     IdleTimeout(
                         f"no chunk within {seconds:g} s of the previous one",
                         partial_text="".join(text),
@@ -170,42 +139,66 @@ def idle_timeout(
 
             def on_next(value: _T) -> None:
                 nonlocal last_at
-                with lock:
-                    if done:
+                with guard.lock:
+                    if guard.done:
                         return
                     if last_at is None:
-                        timer.disposable = sched.schedule_relative(seconds, expire)
+                        guard.timer.disposable = sched.schedule_relative(seconds, expire)
                     last_at = sched.now
                     if isinstance(value, str):
                         text.append(value)
                     observer.on_next(value)
 
-            def on_error(error: Exception) -> None:
-                nonlocal done
-                with lock:
-                    if done:
-                        return
-                    done = True
-                    timer.dispose()
-                    observer.on_error(error)
-
-            def on_completed() -> None:
-                nonlocal done
-                with lock:
-                    if done:
-                        return
-                    done = True
-                    timer.dispose()
-                    observer.on_completed()
-
-            upstream.disposable = source.subscribe(
-                on_next, on_error, on_completed, scheduler=subscribe_scheduler
-            )
-            return CompositeDisposable(timer, upstream)
+            return guard.subscribe(source, on_next, subscribe_scheduler)
 
         return Observable(subscribe)
 
     return _idle_timeout
+
+
+class _Guard(Generic[_T]):
+    """What both timeout operators share: one lock, the timer, the upstream, and ``done``."""
+
+    __slots__ = ("done", "lock", "observer", "timer", "upstream")
+
+    def __init__(self, observer: abc.ObserverBase[_T]) -> None:
+        self.observer = observer
+        self.lock = threading.RLock()
+        self.timer = SerialDisposable()
+        self.upstream = SingleAssignmentDisposable()
+        self.done = False
+
+    def fail(self, error: Exception) -> None:
+        """The timer expired (``done`` already set): close the upstream, then raise."""
+        self.upstream.dispose()
+        self.observer.on_error(error)
+
+    def on_error(self, error: Exception) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            self.timer.dispose()
+            self.observer.on_error(error)
+
+    def on_completed(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            self.timer.dispose()
+            self.observer.on_completed()
+
+    def subscribe(
+        self,
+        source: Observable[_T],
+        on_next: Callable[[_T], None],
+        scheduler: abc.SchedulerBase | None,
+    ) -> abc.DisposableBase:
+        self.upstream.disposable = source.subscribe(
+            on_next, self.on_error, self.on_completed, scheduler=scheduler
+        )
+        return CompositeDisposable(self.timer, self.upstream)
 
 
 def _check_positive(name: str, seconds: float) -> None:

@@ -25,12 +25,12 @@ from typing import Any, cast
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 from reactivex.observable.marbles import parse
-from reactivex.scheduler import TimeoutScheduler
 from reactivex.testing import TestScheduler
 from reactivex.testing.coldobservable import ColdObservable
 from reactivex.testing.recorded import Recorded
 
 from kagura.errors import ConfigError
+from kagura.operators._scheduling import resolve_scheduler
 
 __all__ = ["marble_chunks", "scripted_stream"]
 
@@ -71,7 +71,7 @@ def scripted_stream(
     def subscribe(
         observer: abc.ObserverBase[str], subscribe_scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        sched = scheduler or subscribe_scheduler or TimeoutScheduler.singleton()
+        sched = resolve_scheduler(scheduler, subscribe_scheduler)
         timer = SerialDisposable()
 
         def play(_: abc.SchedulerBase, index: int | None = None) -> None:
