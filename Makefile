@@ -22,8 +22,8 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m kagura.cli demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/pyright
