@@ -11,6 +11,7 @@ while the model writes, then usually one :class:`Usage` and one :class:`Finish`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 __all__ = ["Completion", "Finish", "StreamEvent", "TextDelta", "ToolCall", "ToolCallDelta", "Usage"]
 
@@ -44,6 +45,30 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
     estimated: bool = False
+
+    @classmethod
+    def from_provider(cls, raw: object) -> Usage | None:
+        """A provider's usage block (a dict or an SDK object) as Usage; None if it is empty.
+
+        >>> Usage.from_provider({"prompt_tokens": 3, "completion_tokens": 5})
+        Usage(prompt_tokens=3, completion_tokens=5, total_tokens=8, estimated=False)
+        """
+        if raw is None:
+            return None
+
+        def field(name: str) -> int:
+            value: Any = (
+                cast(dict[str, Any], raw).get(name)
+                if isinstance(raw, dict)
+                else getattr(raw, name, None)
+            )
+            return int(value or 0)
+
+        prompt, completion = field("prompt_tokens"), field("completion_tokens")
+        if not prompt and not completion:
+            return None
+        total = field("total_tokens") or prompt + completion
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,14 +35,11 @@ from kagura.core.events import (
     Usage,
 )
 from kagura.core.redact import redact
-from kagura.core.transports.base import ChatRequest
+from kagura.core.transports.base import ChatRequest, error_for_status
 from kagura.errors import (
-    AuthError,
     LLMError,
     MissingAPIKeyError,
-    ModelNotFoundError,
     ProviderError,
-    RateLimitError,
     StreamError,
 )
 
@@ -237,7 +234,7 @@ class DirectTransport:
         return Completion(
             text=message.get("content") or "",
             tool_calls=calls,
-            usage=_usage(payload.get("usage")),
+            usage=Usage.from_provider(payload.get("usage")),
             finish_reason=choice.get("finish_reason"),
         )
 
@@ -284,23 +281,11 @@ def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
                 arguments=function.get("arguments") or "",
             )
         finish = choice.get("finish_reason") or finish
-    usage = _usage(chunk.get("usage"))
+    usage = Usage.from_provider(chunk.get("usage"))
     if usage is not None:
         yield usage
     if finish is not None:
         yield Finish(finish)
-
-
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    block = cast(dict[str, Any], raw)
-    prompt = int(block.get("prompt_tokens") or 0)
-    completion = int(block.get("completion_tokens") or 0)
-    if not prompt and not completion:
-        return None
-    total = int(block.get("total_tokens") or prompt + completion)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:
@@ -339,17 +324,6 @@ def _status_error(response: httpx.Response, model: str) -> LLMError:
             error: Any = payload.get("error")
             if isinstance(error, dict):
                 code = str(cast(dict[str, Any], error).get("code") or "")
-    detail = detail or response.reason_phrase
-    if status in (401, 403):
-        return AuthError(
-            f"{model!r}: the provider refused the credentials: {detail}",
-            model=model,
-            status_code=status,
-        )
-    if status == 429:
-        return RateLimitError(f"{model!r}: rate limited: {detail}", model=model, status_code=status)
-    if status == 404 or code == "model_not_found":
-        return ModelNotFoundError(
-            f"unknown model {model!r}: {detail}", model=model, status_code=status
-        )
-    return ProviderError(f"{model!r}: HTTP {status}: {detail}", model=model, status_code=status)
+    if code == "model_not_found":
+        status = 404  # some servers answer 400 for an unknown model
+    return error_for_status(status, model=model, detail=detail or response.reason_phrase)

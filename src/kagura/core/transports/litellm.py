@@ -10,7 +10,7 @@ closes the HTTP response at once.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterator
-from typing import Any, cast
+from typing import Any
 
 from kagura.core._litellm import load_litellm
 from kagura.core.events import (
@@ -102,7 +102,7 @@ class LiteLLMTransport:
         return Completion(
             text=message.content or "",
             tool_calls=calls,
-            usage=_usage(getattr(response, "usage", None)),
+            usage=Usage.from_provider(getattr(response, "usage", None)),
             finish_reason=choice.finish_reason,
         )
 
@@ -122,24 +122,6 @@ def _require_environment(model: str) -> None:
             env_var=missing[0],
             model=model,
         )
-
-
-def _field(raw: Any, name: str) -> int:
-    value: Any = (
-        cast(dict[str, Any], raw).get(name) if isinstance(raw, dict) else getattr(raw, name, None)
-    )
-    return int(value or 0)
-
-
-def _usage(raw: Any) -> Usage | None:
-    """A provider's usage block (object or dict) as :class:`Usage`; None if empty."""
-    if raw is None:
-        return None
-    prompt, completion = _field(raw, "prompt_tokens"), _field(raw, "completion_tokens")
-    if not prompt and not completion:
-        return None
-    total = _field(raw, "total_tokens") or prompt + completion
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 def _events_from_chunk(chunk: Any) -> Iterator[StreamEvent]:
@@ -163,7 +145,7 @@ def _events_from_chunk(chunk: Any) -> Iterator[StreamEvent]:
                 arguments=getattr(function, "arguments", None) or "",
             )
         finish = getattr(choice, "finish_reason", None) or finish
-    usage = _usage(getattr(chunk, "usage", None))
+    usage = Usage.from_provider(getattr(chunk, "usage", None))
     if usage is not None:
         yield usage
     if finish is not None:

@@ -5,17 +5,23 @@ from __future__ import annotations
 import re
 
 from kagura.core.redact import redact
+from kagura.core.transports.base import error_for_status
 from kagura.errors import (
-    AuthError,
     LLMError,
     ModelNotFoundError,
     ProviderError,
-    RateLimitError,
     StreamError,
 )
 
 __all__ = ["translate_litellm_error"]
 
+# litellm's exception classes that mean an HTTP status, when the status is missing.
+_STATUS_OF_KIND = {
+    "AuthenticationError": 401,
+    "PermissionDeniedError": 403,
+    "NotFoundError": 404,
+    "RateLimitError": 429,
+}
 _PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 
 
@@ -41,24 +47,15 @@ def translate_litellm_error(exc: BaseException, *, model: str, started: bool) ->
         return StreamError(
             f"stream from {model!r} failed mid-stream: {detail}", model=model, status_code=status
         )
-    if kind in ("AuthenticationError", "PermissionDeniedError") or status in (401, 403):
-        return AuthError(
-            f"{model!r}: the provider refused the credentials: {detail}",
-            model=model,
-            status_code=status,
-        )
-    if kind == "RateLimitError" or status == 429:
-        return RateLimitError(f"{model!r}: rate limited: {detail}", model=model, status_code=status)
     if "LLM Provider NOT provided" in detail:
         return ModelNotFoundError(
             f"unknown model {model!r}: litellm cannot tell its provider; "
             "prefix it with one, e.g. 'openai/<name>' for an OpenAI-compatible api_base",
             model=model,
         )
-    if kind == "NotFoundError" or status == 404:
-        return ModelNotFoundError(
-            f"unknown model {model!r}: {detail}", model=model, status_code=status
-        )
+    status = status or _STATUS_OF_KIND.get(kind)
+    if status in (401, 403, 404, 429):
+        return error_for_status(status, model=model, detail=detail)
     if kind in ("Timeout", "APITimeoutError"):
         return ProviderError(
             f"{model!r}: request timed out: {detail}", model=model, status_code=status
