@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import TypeVar
 
 import pytest
+import reactivex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -247,3 +248,20 @@ async def test_random_early_breaks_leave_no_stream_open(
     assert await loopback.wait_idle(2.0)
     assert loopback.streams_in_progress == 0
     assert loopback.streams_started == runs
+
+
+def test_text_deltas_keeps_text_and_records_per_subscription() -> None:
+    from reactivex.testing.marbles import marbles_testing
+
+    from kagura.core.events import Finish, TextDelta, Usage
+    from kagura.pipes import text_deltas
+
+    events = {"t": TextDelta("t"), "u": Usage(1, 1, 2), "f": Finish("stop")}
+    record: list[str] = []
+    with marbles_testing(timespan=1.0) as (start, cold, _hot, exp):
+        source = cold("-t-u-t-f-|", events)
+        results = start(source.pipe(text_deltas(record)))
+        assert results == exp("-t---t---|", {"t": "t"})
+    assert record == ["t", "t"]
+    reactivex.from_iterable([TextDelta("x")]).pipe(text_deltas(record)).subscribe()
+    assert record == ["x"]  # a new subscription is a new request: the record starts afresh

@@ -94,7 +94,7 @@ from collections.abc import (
     Coroutine,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import (
     Any,
     Literal,
@@ -110,10 +110,9 @@ from typing import (
 
 from pydantic import BaseModel, ValidationError
 from reactivex import Observable
-from reactivex import operators as ops
 
 from kagura.core.config import LLMConfig
-from kagura.core.events import StreamEvent, TextDelta
+from kagura.core.events import StreamEvent
 from kagura.core.llm import call_llm, prepare_request
 from kagura.core.memory import DEFAULT_MAX_MESSAGES, ConversationMemory
 from kagura.core.metrics import StreamMetrics
@@ -207,28 +206,6 @@ class _Options:
     enable_memory: bool
     max_messages: int
     params: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _RawText:
-    """The model's own text of the current subscription, whatever the pipeline does."""
-
-    parts: list[str] = field(default_factory=list[str])
-
-    def record(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.parts.append(event.text)
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def _text_of(event: StreamEvent) -> str:
-    return cast(TextDelta, event).text
-
-
-def _is_text(event: StreamEvent) -> bool:
-    return isinstance(event, TextDelta)
 
 
 class _AgentSpec:
@@ -411,21 +388,16 @@ class _AgentSpec:
     def open_stream(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AgentStream[Any]:
         request, prompt, memory = self.request(args, kwargs)
         metrics = StreamMetrics()
-        raw = _RawText()
         tools, max_rounds = self.tools, self.max_tool_rounds
 
         def events() -> AsyncIterator[StreamEvent]:
-            raw.parts.clear()  # each subscription is a new request
             return stream_with_tools(request, tools, max_rounds=max_rounds, metrics=metrics)
 
-        observable: Observable[Any] = from_async_iterable(events).pipe(
-            ops.do_action(on_next=raw.record), ops.filter(_is_text), ops.map(_text_of)
-        )
         if self.operators is None:
             self.operators = [*self.pipeline, *self._parse_operators()]
-        for operator in self.operators:
-            observable = operator(observable)
-        stream: AgentStream[Any] = AgentStream(observable, metrics=metrics, raw_text=raw.text)
+        stream = AgentStream.from_events(
+            from_async_iterable(events), metrics=metrics, pipeline=self.operators
+        )
         if memory is not None:
             stream.add_done_callback(functools.partial(_remember, memory, prompt))
         return stream

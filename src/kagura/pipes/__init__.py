@@ -8,7 +8,7 @@
 
 from kagura.pipes.adapter import ObservableIterator, to_async_iterator
 from kagura.pipes.share import share_stream
-from kagura.pipes.source import from_async_iterable, from_llm, from_llm_events
+from kagura.pipes.source import from_async_iterable, from_llm, from_llm_events, text_deltas
 from kagura.pipes.stream import AgentStream, StreamOutcome
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "from_llm",
     "from_llm_events",
     "share_stream",
+    "text_deltas",
     "to_async_iterator",
 ]

@@ -29,7 +29,6 @@ from typing import Any, TypeVar, cast
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
 from reactivex.disposable import Disposable
 
 from kagura.core.config import LLMConfig
@@ -39,7 +38,7 @@ from kagura.core.metrics import StreamMetrics
 from kagura.core.streaming import open_event_stream
 from kagura.pipes._demand import current_demand
 
-__all__ = ["from_async_iterable", "from_llm", "from_llm_events"]
+__all__ = ["from_async_iterable", "from_llm", "from_llm_events", "text_deltas"]
 
 T = TypeVar("T")
 
@@ -160,6 +159,41 @@ def from_llm(
         result:  --"Hel"--"lo"--"!"--|
     """
     return from_llm_events(prompt_or_messages, config, metrics=metrics, **kwargs).pipe(
-        ops.filter(lambda e: isinstance(e, TextDelta)),
-        ops.map(lambda e: cast(TextDelta, e).text),
+        text_deltas()
     )
+
+
+def text_deltas(
+    record: list[str] | None = None,
+) -> Callable[[Observable[StreamEvent]], Observable[str]]:
+    """Keep only the text of :class:`~kagura.TextDelta` events, in one hop per event.
+
+    ``record``, if given, is cleared at each subscription (a new request) and
+    receives every text delta: the model's own text, whatever operators follow.
+
+    Marble (``t`` a text delta "t", ``u`` a usage event)::
+
+        events: -t-u-t-|
+        result: -t---t-|
+    """
+
+    def operator(source: Observable[StreamEvent]) -> Observable[str]:
+        def subscribe(
+            observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if record is not None:
+                record.clear()
+
+            def on_next(event: StreamEvent) -> None:
+                if isinstance(event, TextDelta):
+                    if record is not None:
+                        record.append(event.text)
+                    observer.on_next(event.text)
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return operator

@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast
 
-import reactivex
-from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex import Observable
 
 from kagura.core.config import LLMConfig
-from kagura.core.events import StreamEvent, TextDelta, ToolCall, Usage
+from kagura.core.events import StreamEvent, ToolCall, Usage
 from kagura.core.llm import Messages
 from kagura.core.metrics import StreamMetrics
 from kagura.errors import StreamConsumedError
 from kagura.pipes.adapter import DEFAULT_MAX_BUFFER, ObservableIterator, to_async_iterator
-from kagura.pipes.source import from_llm_events
+from kagura.pipes.source import from_llm_events, text_deltas
 
 __all__ = ["AgentStream", "StreamOutcome"]
 
@@ -43,20 +40,6 @@ T = TypeVar("T")
 
 StreamOutcome = Literal["completed", "failed", "closed"]
 Operator = Callable[[Observable[Any]], Observable[Any]]
-
-
-@dataclass(slots=True)
-class _RawText:
-    """The model's own text, recorded at the source whatever the pipeline does."""
-
-    parts: list[str] = field(default_factory=list[str])
-
-    def record(self, event: object) -> None:
-        if isinstance(event, TextDelta):
-            self.parts.append(event.text)
-
-    def reset(self) -> None:
-        self.parts.clear()
 
 
 class AgentStream(Generic[T]):
@@ -92,23 +75,30 @@ class AgentStream(Generic[T]):
     ) -> AgentStream[Any]:
         """Stream one LLM call through ``pipeline`` (an operator or a list of them)."""
         metrics = StreamMetrics()
-        raw = _RawText()
         events = from_llm_events(prompt_or_messages, config, metrics=metrics, **kwargs)
+        return cls.from_events(events, metrics=metrics, pipeline=pipeline, max_buffer=max_buffer)
 
-        def fresh_events(_: abc.SchedulerBase | None) -> Observable[StreamEvent]:
-            raw.reset()  # each subscription is a new request, as metrics are reset
-            return events
+    @classmethod
+    def from_events(
+        cls,
+        events: Observable[StreamEvent],
+        *,
+        metrics: StreamMetrics | None = None,
+        pipeline: Operator | Sequence[Operator] = (),
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+    ) -> AgentStream[Any]:
+        """An AgentStream over an event Observable: its text deltas through ``pipeline``.
 
-        text: Observable[Any] = reactivex.defer(fresh_events).pipe(
-            ops.do_action(on_next=raw.record),
-            ops.filter(lambda e: isinstance(e, TextDelta)),
-            ops.map(lambda e: cast(TextDelta, e).text),
-        )
-        operators = [pipeline] if callable(pipeline) else list(pipeline)
-        for operator in operators:
+        ``metrics`` is the object the event source fills in (see
+        :func:`~kagura.pipes.from_llm_events`); the model's raw text is recorded
+        before the pipeline, for :meth:`text` and :attr:`partial_text`.
+        """
+        raw: list[str] = []
+        text: Observable[Any] = events.pipe(text_deltas(raw))
+        for operator in [pipeline] if callable(pipeline) else pipeline:
             text = operator(text)
         return AgentStream(
-            text, metrics=metrics, raw_text=lambda: "".join(raw.parts), max_buffer=max_buffer
+            text, metrics=metrics, raw_text=lambda: "".join(raw), max_buffer=max_buffer
         )
 
     # -- views -------------------------------------------------------------------------
