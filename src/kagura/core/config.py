@@ -18,11 +18,14 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for LLMConfig
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from kagura.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kagura.core.oauth import TokenProvider
 
 __all__ = ["LLMConfig"]
 
@@ -88,13 +91,13 @@ class LLMConfig(BaseModel):
             return (await self._token_provider().get_token()).get_secret_value()
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
-    def _token_provider(self):
-        from kagura.core.oauth import TokenProvider, get_token_provider
+    def _token_provider(self) -> TokenProvider:
+        # Imported here: OAuth2 pulls in httpx, which plain api-key configs never need.
+        from kagura.core.oauth import get_token_provider
 
         if self.oauth_provider is None:  # excluded by the validator; kept for type narrowing
             raise ConfigError("auth_type='oauth2' needs oauth_provider")
-        provider: TokenProvider = get_token_provider(self.oauth_provider)
-        return provider
+        return get_token_provider(self.oauth_provider)
 
     @property
     def is_offline(self) -> bool:
