@@ -32,7 +32,6 @@ import dataclasses
 import enum
 import hashlib
 import json
-import re
 import threading
 import time
 import weakref
@@ -43,6 +42,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from kagura.core.redact import is_secret_key
 from kagura.errors import ConfigError
 
 __all__ = [
@@ -218,34 +218,13 @@ class LLMCache:
         self._expirations += len(expired)
 
 
-# Parameter names dropped before hashing (after camelCase -> snake_case, "-" -> "_",
-# lower case): exact names, substrings, and the suffix "_token" (singular, so that
-# "max_tokens" stays in the key).
-_SECRET_NAMES = frozenset(
-    {"key", "token", "auth", "secret", "password", "passwd", "cookie", "cookies", "headers"}
-)
-_SECRET_PARTS = (
-    "api_key",
-    "apikey",
-    "authorization",
-    "client_secret",
-    "password",
-    "credential",
-    "headers",
-    "access_token",
-    "refresh_token",
-    "bearer",
-)
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# Beyond credential names (redact.is_secret_key), the key also leaves out header
+# mappings, which carry Authorization, and a parameter named plainly "key".
+_ALSO_DROPPED = frozenset({"key", "headers", "extra_headers", "bearer"})
 
 
 def _is_secret_name(name: str) -> bool:
-    norm = _CAMEL_BOUNDARY.sub("_", name).replace("-", "_").lower()
-    return (
-        norm in _SECRET_NAMES
-        or norm.endswith("_token")
-        or any(part in norm for part in _SECRET_PARTS)
-    )
+    return is_secret_key(name) or name.replace("-", "_").lower() in _ALSO_DROPPED
 
 
 def _without_secrets(value: Any) -> Any:
