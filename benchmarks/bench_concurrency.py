@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from benchmarks._floor import raw_httpx_texts
 from benchmarks._loopback_proc import (
     REPO,
     ServerProcess,
@@ -82,26 +83,6 @@ PROMPT = "Tell me a story."
 RAMP_S = 1.0  # the streams start evenly spread over this many seconds
 
 
-async def _raw_httpx(client: Any, url: str) -> AsyncIterator[str]:
-    body = {
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    async with client.stream("POST", url + "/chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            for choice in json.loads(data).get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    yield content
-
-
 async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
     """One run in this (fresh) process: ``streams`` concurrent streams; returns raw figures."""
     import httpx
@@ -125,7 +106,9 @@ async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
     def open_stream() -> AsyncIterator[str]:
         if kind == KAGURA:
             return kagura.call_llm_stream(PROMPT, config)
-        return _raw_httpx(next(next_pool), url)
+        return raw_httpx_texts(
+            next(next_pool), url + "/chat/completions", model="gpt-4o-mini", prompt=PROMPT
+        )
 
     async def one(arrivals: array.array[float], delay: float = 0.0) -> float:
         if delay:

@@ -28,7 +28,6 @@ Rows:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +36,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from benchmarks._floor import raw_httpx_texts
 from benchmarks._loopback_proc import ServerProcess, median
 from benchmarks._report import print_table, save_json
 
@@ -94,12 +94,6 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
     from kagura.pipes import from_llm, to_async_iterator
 
     messages = [{"role": "user", "content": PROMPT}]
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "messages": messages,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
     http = httpx.AsyncClient(base_url=base_url, timeout=60.0)
     sdk = openai.AsyncOpenAI(base_url=base_url, api_key="sk-x", max_retries=0)
     direct = kagura.LLMConfig(
@@ -112,21 +106,9 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
     via_litellm = direct.model_copy(update={"transport": "litellm"})
     devnull = open(os.devnull, "w")  # noqa: SIM115 -- closed by the closer below
     logger = structlog.wrap_logger(structlog.PrintLogger(devnull))
-    sentences = getattr(kops, "buffer_sentences", None)
-    sentence_op = sentences() if sentences is not None else kops.chunk_regex(r"[.!?]+\s+")
 
-    async def raw_httpx() -> AsyncIterator[str]:
-        async with http.stream("POST", "/chat/completions", json=body) as response:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                for choice in json.loads(data).get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        yield content
+    def raw_httpx() -> AsyncIterator[str]:
+        return raw_httpx_texts(http, "/chat/completions", model=MODEL, prompt=PROMPT)
 
     async def openai_sdk() -> AsyncIterator[str]:
         stream = await sdk.chat.completions.create(
@@ -167,7 +149,7 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
     def pipeline() -> AsyncIterator[str]:
         return to_async_iterator(
             from_llm(PROMPT, direct).pipe(
-                sentence_op, kops.throttle(THROTTLE_S), kops.tee_log(logger)
+                kops.buffer_sentences(), kops.throttle(THROTTLE_S), kops.tee_log(logger)
             )
         )
 
@@ -235,11 +217,7 @@ async def _run(long_url: str, short_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from kagura import operators as kops
 
-    sentence_name = (
-        "buffer_sentences" if hasattr(kops, "buffer_sentences") else 'chunk_regex(r"[.!?]+\\s+")'
-    )
     with ServerProcess(chunks=CHUNKS) as long, ServerProcess(chunks=SHORT_CHUNKS) as short:
         result = asyncio.run(_run(long.base_url, short.base_url))
 
@@ -269,7 +247,7 @@ def main() -> None:
     ]
     print_table(
         f"{CHUNKS}-chunk loopback stream, medians of {ROUNDS} interleaved rounds "
-        f"(pipeline: from_llm → {sentence_name} → throttle({THROTTLE_S}) → tee_log → "
+        f"(pipeline: from_llm → buffer_sentences → throttle({THROTTLE_S}) → tee_log → "
         f"to_async_iterator)",
         [
             "client",
@@ -322,7 +300,7 @@ def main() -> None:
         {
             "chunks": CHUNKS,
             "rounds": ROUNDS,
-            "pipeline": f"from_llm → {sentence_name} → throttle({THROTTLE_S}) → tee_log → "
+            "pipeline": f"from_llm → buffer_sentences → throttle({THROTTLE_S}) → tee_log → "
             "to_async_iterator",
             "litellm_import_s": result["litellm_import_s"],
             "median": {
