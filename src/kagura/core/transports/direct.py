@@ -17,9 +17,11 @@ it has started.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import urllib.request
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Any, cast
 
 import httpx
@@ -36,6 +38,7 @@ from kagura.core.events import (
 )
 from kagura.core.redact import redact
 from kagura.core.transports.base import ChatRequest, error_for_status
+from kagura.core.transports.http11 import HTTP11Transport
 from kagura.errors import (
     LLMError,
     MissingAPIKeyError,
@@ -55,6 +58,7 @@ OPENAI_API_BASE = "https://api.openai.com/v1"
 _OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "ft:gpt-")
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _MAX_BACKOFF = 8.0
+_USER_AGENT = "kagura (direct transport)"
 
 
 def is_openai_compatible(model: str, api_base: str | None) -> bool:
@@ -70,30 +74,46 @@ def _model_name(model: str) -> str:
 
 
 class DirectTransport:
-    """Sends requests to an OpenAI-compatible ``/chat/completions`` with httpx."""
+    """Sends requests to an OpenAI-compatible ``/chat/completions``.
+
+    Requests go straight to an :class:`~kagura.core.transports.http11.HTTP11Transport`
+    (no cookies, redirects or per-request URL merging to pay for), or through an
+    :class:`httpx.AsyncClient` when the environment names a proxy for the URL.
+    """
 
     name = "direct"
 
     def __init__(self) -> None:
-        # One client per event loop: an httpx.AsyncClient belongs to the loop it ran on.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        # One pool and one proxy client per event loop: connections belong to their loop.
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP11Transport] = (
             weakref.WeakKeyDictionary()
         )
+        self._proxy_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, httpx.AsyncClient
+        ] = weakref.WeakKeyDictionary()
 
-    def _client(self) -> httpx.AsyncClient:
+    async def _send_once(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-                timeout=httpx.Timeout(600.0, connect=30.0),
-            )
-            self._clients[loop] = client
-        return client
+        if _proxied(request.url):
+            client = self._proxy_clients.get(loop)
+            if client is None or client.is_closed:
+                client = httpx.AsyncClient(transport=HTTP11Transport(), trust_env=True)
+                self._proxy_clients[loop] = client
+            return await client.send(request, stream=True)
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = HTTP11Transport(max_keepalive=100)
+        response = await pool.handle_async_request(request)
+        response.request = request
+        return response
 
     async def aclose(self) -> None:
-        """Close the connection pool of the running loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
+        """Close the connections of the running loop."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.pop(loop, None)
+        if pool is not None:
+            await pool.aclose()
+        client = self._proxy_clients.pop(loop, None)
         if client is not None:
             await client.aclose()
 
@@ -112,7 +132,11 @@ class DirectTransport:
                     model=config.model,
                 )
         url = (config.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+            "user-agent": _USER_AGENT,
+        }
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         body: dict[str, Any] = {
@@ -133,15 +157,24 @@ class DirectTransport:
         """Send with retries before the answer starts; return an open, successful response."""
         config = request.config
         url, headers, body = await self._prepare(request, stream=stream)
-        client = self._client()
-        timeout = httpx.Timeout(config.request_timeout, connect=min(30.0, config.request_timeout))
+        timeout = {
+            "connect": min(30.0, config.request_timeout),
+            "read": config.request_timeout,
+            "write": config.request_timeout,
+            "pool": config.request_timeout,
+        }
+        content = pydantic_core.to_json(body)
         attempt = 0
         while True:
-            http_request = client.build_request(
-                "POST", url, json=body, headers=headers, timeout=timeout
+            http_request = httpx.Request(
+                "POST",
+                _parsed_url(url),
+                headers=headers,
+                content=content,
+                extensions={"timeout": timeout},
             )
             try:
-                response = await client.send(http_request, stream=True)
+                response = await self._send_once(http_request)
             except httpx.TransportError as exc:
                 if attempt < config.max_retries:
                     attempt += 1
@@ -172,7 +205,14 @@ class DirectTransport:
         response = await self._send(request, stream=True)
         finished = False
         try:
-            async for data in sse_data(response.aiter_bytes()):
+            # The body as it comes off the wire (one async generator less per stream and
+            # per chunk) unless it is content-encoded, which only a proxy path asks for.
+            body: AsyncIterable[bytes] = (
+                response.aiter_bytes()
+                if "content-encoding" in response.headers
+                else cast(httpx.AsyncByteStream, response.stream)
+            )
+            async for data in sse_data(body):
                 if data == b"[DONE]":
                     finished = True
                     break
@@ -239,7 +279,7 @@ class DirectTransport:
         )
 
 
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """The payloads of an SSE byte stream's ``data:`` lines.
 
     Lines end at LF (a CR before it is dropped), as the SSE format says; text
@@ -298,7 +338,27 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 
 
 def _host(url: str) -> str:
-    return httpx.URL(url).host
+    return _parsed_url(url).host
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_url(url: str) -> httpx.URL:
+    return httpx.URL(url)
+
+
+def _proxied(url: httpx.URL) -> bool:
+    """True when the environment names a proxy for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...)."""
+    return _proxied_origin(url.scheme, url.host)
+
+
+@functools.lru_cache(maxsize=256)
+def _proxied_origin(scheme: str, host: str) -> bool:
+    # Read once per origin, as an httpx.AsyncClient reads the environment once: scanning
+    # os.environ costs more than the rest of a request.
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(host)
 
 
 def _error_message(payload: Mapping[str, Any]) -> str:
