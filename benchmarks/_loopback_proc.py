@@ -92,6 +92,8 @@ def child_env() -> dict[str, str]:
 class ServerProcess:
     """A LoopbackServer in a child process serving one fixed script to every request."""
 
+    module = "benchmarks._loopback_proc"  # what the child runs (``python -m``)
+
     def __init__(self, *, chunks: int, chunk_size: int = 4, chunk_delay: float = 0.0) -> None:
         self._args = [
             "--chunks",
@@ -120,7 +122,7 @@ class ServerProcess:
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen(
-            [python(), "-m", "benchmarks._loopback_proc", *self._args],
+            [python(), "-m", self.module, *self._args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,19 +1,19 @@
 """Concurrent streams at a fixed token rate: added delay between chunks, RSS and CPU per stream.
 
 N streams (10, 100, 1000; see ``LEVELS``) start evenly over ``RAMP_S`` against a
-loopback server in another process, which sends each stream its chunks ``1/rate``
-seconds apart. Each run is a fresh client process, so memory freed by an
-earlier run does not hide the next run's growth.
+paced SSE server in another process (:mod:`benchmarks._paced_server`), which
+writes each stream's chunks ``1/rate`` seconds apart on absolute deadlines.
+Each run is a fresh client process, so memory freed by an earlier run does not
+hide the next run's growth.
 
 - added delay: each gap between two chunks as the consumer sees them, minus the
   scripted interval (p50, p99 over every gap of every stream); "steady" counts
   only the gaps between the moment every stream has received its first chunk
   and the moment the first stream ends, leaving out the storms of connections
   opening and closing (empty when the streams never all run at once). The
-  server sleeps the interval after each write, so its own lateness shows here
-  too: the ``raw httpx`` rows (an ``aiter_lines`` + ``json.loads`` client) are
-  the server plus the cheapest client, the ``kagura`` rows ``call_llm_stream``
-  on the direct transport.
+  ``raw httpx`` rows are an ``aiter_lines`` + ``json.loads`` client, the
+  ``kagura`` rows ``call_llm_stream`` on the direct transport.
+- gc: the client's garbage-collector thresholds (see ``GC_THRESHOLDS``).
 - TTFT: from a stream's start to its first chunk (connection included).
 - RSS per stream: the client's peak ``VmRSS`` during the run minus its ``VmRSS``
   before it (after a warm-up stream), divided by N.
@@ -52,14 +52,19 @@ from benchmarks._loopback_proc import (
     raise_nofile,
     rss_kib,
 )
+from benchmarks._paced_server import PacedServer
 from benchmarks._report import print_table, save_json
 
-# httpx's connection pool scans all its connections for every request it opens or
-# closes (O(N) each, O(N^2) for N streams: encode/httpcore#1035); spreading the
-# requests over POOLS clients shows what that costs.
-POOLS = 16
-RAW, SHARDED, KAGURA = "raw httpx", f"raw httpx, {POOLS} pools", "kagura"
-CLIENTS = (RAW, SHARDED, KAGURA)
+RAW, KAGURA = "raw httpx", "kagura"
+CLIENTS = (RAW, KAGURA)
+
+# CPython's default thresholds, and the setting the streaming guide recommends for a
+# process holding hundreds of streams: full collections only after 100 (not 10)
+# middle-generation ones. A full collection walks every object in the process (about
+# 0.5 µs each here); while 1000 streams open, the default runs several, of 40 to
+# 130 ms each, and every chunk that arrives meanwhile waits.
+GC_DEFAULT, GC_TUNED = "default", "threshold 700/10/100"
+GC_THRESHOLDS = {GC_DEFAULT: (700, 10, 10), GC_TUNED: (700, 10, 100)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +72,26 @@ class Level:
     streams: int
     rate: float  # chunks per second per stream
     chunks: int  # per stream
-    clients: tuple[str, ...] = (RAW, KAGURA)
+    gc_modes: tuple[str, ...] = (GC_DEFAULT,)
 
 
-# 1000 streams at 50 chunks/s is 50,000 chunks/s: more than one core can read with
-# httpx in Python (about 7,000/s here), so that row shows an overloaded client; the
-# 1000 x 5/s row has the 100 x 50/s row's total rate.
+# 1000 streams at 50 chunks/s is 50,000 chunks/s: more than one core can read in
+# Python (a bare asyncio Protocol that only counts chunks needs 82% of a core and
+# shows a 39 ms p99 here), so that row shows an overloaded client; the 1000 x 5/s
+# row has the 100 x 50/s row's total rate.
 LEVELS = (
     Level(10, 50.0, 100),
     Level(100, 50.0, 100),
     Level(1000, 50.0, 50),
-    Level(1000, 5.0, 30, CLIENTS),
+    Level(1000, 5.0, 30, (GC_DEFAULT, GC_TUNED)),
 )
 PROMPT = "Tell me a story."
 RAMP_S = 1.0  # the streams start evenly spread over this many seconds
 
 
-async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
+async def _client_run(kind: str, url: str, streams: int, gc_mode: str) -> dict[str, Any]:
     """One run in this (fresh) process: ``streams`` concurrent streams; returns raw figures."""
+    gc.set_threshold(*GC_THRESHOLDS[gc_mode])
     import httpx
 
     import kagura
@@ -97,18 +104,12 @@ async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
         max_retries=0,
         transport="direct",
     )
-    pools = [
-        httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)
-        for _ in range({RAW: 1, SHARDED: POOLS}.get(kind, 0))
-    ]
-    next_pool = itertools.cycle(pools)  # empty for kagura, which has its own pool
+    pool = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)
 
     def open_stream() -> AsyncIterator[str]:
         if kind == KAGURA:
             return kagura.call_llm_stream(PROMPT, config)
-        return raw_httpx_texts(
-            next(next_pool), url + "/chat/completions", model="gpt-4o-mini", prompt=PROMPT
-        )
+        return raw_httpx_texts(pool, url + "/chat/completions", model="gpt-4o-mini", prompt=PROMPT)
 
     async def one(arrivals: array.array[float], delay: float = 0.0) -> float:
         if delay:
@@ -139,8 +140,7 @@ async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
     peak = max(peak, rss_kib())
     done.set()
     await sampler
-    for pool in pools:
-        await pool.aclose()
+    await pool.aclose()
     return {
         "ttft_s": ttfts,
         "arrivals_s": [[t - wall0 for t in arr] for arr in arrivals],
@@ -152,7 +152,7 @@ async def _client_run(kind: str, url: str, streams: int) -> dict[str, Any]:
     }
 
 
-def _run_level(server: ServerProcess, kind: str, level: Level) -> dict[str, Any]:
+def _run_level(server: ServerProcess, kind: str, level: Level, gc_mode: str) -> dict[str, Any]:
     """Run one client process; summarise what it measured."""
     streams, rate = level.streams, level.rate
     interval = 1.0 / rate
@@ -168,6 +168,8 @@ def _run_level(server: ServerProcess, kind: str, level: Level) -> dict[str, Any]
             server.base_url,
             "--streams",
             str(streams),
+            "--gc",
+            gc_mode,
         ],
         capture_output=True,
         text=True,
@@ -199,6 +201,7 @@ def _run_level(server: ServerProcess, kind: str, level: Level) -> dict[str, Any]
     ttft_ms = [t * 1e3 for t in raw["ttft_s"]]
     return {
         "client": kind,
+        "gc": gc_mode,
         "streams": streams,
         "rate_per_s": rate,
         "chunks_per_stream": level.chunks,
@@ -226,14 +229,16 @@ def _ms(value: float | None) -> str:
 def main() -> None:
     rows: list[dict[str, Any]] = []
     for level in LEVELS:
-        with ServerProcess(chunks=level.chunks, chunk_delay=1.0 / level.rate) as server:
-            for kind in level.clients:
-                rows.append(_run_level(server, kind, level))
+        with PacedServer(chunks=level.chunks, interval=1.0 / level.rate) as server:
+            for gc_mode in level.gc_modes:
+                for kind in CLIENTS:
+                    rows.append(_run_level(server, kind, level, gc_mode))
     print_table(
         "Concurrent streams against a loopback server in another process "
         f"(started over {RAMP_S:g} s)",
         [
             "client",
+            "gc",
             "streams",
             "chunks/s each",
             "chunks each",
@@ -249,6 +254,7 @@ def main() -> None:
         [
             [
                 r["client"],
+                r["gc"],
                 r["streams"],
                 r["rate_per_s"],
                 r["chunks_per_stream"],
@@ -267,7 +273,7 @@ def main() -> None:
     targets: list[dict[str, Any]] = []
     for r in rows:
         if r["client"] == KAGURA and r["streams"] == 1000:
-            at = f"1000 streams x {r['rate_per_s']:g}/s"
+            at = f"1000 streams x {r['rate_per_s']:g}/s, gc {r['gc']}"
             targets.append(
                 {
                     "target": f"{at}: p99 added delay ≤ 10 ms",
@@ -296,8 +302,9 @@ def _client_main() -> None:
     parser.add_argument("--client", choices=CLIENTS, required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--streams", type=int, required=True)
+    parser.add_argument("--gc", choices=tuple(GC_THRESHOLDS), default=GC_DEFAULT)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_client_run(args.client, args.url, args.streams))))
+    print(json.dumps(asyncio.run(_client_run(args.client, args.url, args.streams, args.gc))))
 
 
 if __name__ == "__main__":
