@@ -97,13 +97,16 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(origin, timeouts.get("connect"))
+                if self._closed:  # aclose() ran while we connected
+                    conn.close()
+                    raise RuntimeError("HTTP11Transport is closed")
             self._active.add(conn)
             try:
                 await conn.send(head, body, request.method == "HEAD", timeouts.get("write"))
                 status, reason, headers = await conn.receive_head(timeouts.get("read"))
             except _StaleConnection:
                 self._forget(conn)
-                if reused and attempt == 0:
+                if reused and attempt == 0 and not self._closed:
                     continue  # the server closed an idle keep-alive connection: once more
                 raise httpx.RemoteProtocolError(
                     "Server disconnected without sending a response.", request=request
@@ -220,6 +223,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._done = True
         conn = self._conn
         if conn.complete:
+            conn.discard_unread()
             self._pool._release(conn, conn.origin)  # pyright: ignore[reportPrivateUsage] -- same module
         else:
             self._pool._forget(conn)  # pyright: ignore[reportPrivateUsage] -- same module
@@ -331,6 +335,15 @@ class _Connection(asyncio.Protocol):
     def complete(self) -> bool:
         return self._state == _DONE and self._error is None
 
+    def discard_unread(self) -> None:
+        """Drop body bytes the reader never took, and read again if that had paused reading."""
+        self._pieces.clear()
+        self._queued = 0
+        if self._paused:
+            self._paused = False
+            if self._transport is not None and not self._lost:
+                self._transport.resume_reading()
+
     def close(self) -> None:
         self._keep_alive = False
         if self._transport is not None and not self._lost:
@@ -393,7 +406,10 @@ class _Connection(asyncio.Protocol):
             self._deadline = float("inf")
         else:
             self._deadline = self._loop.time() + read_timeout
-            if self._watchdog is None:
+            watchdog = self._watchdog
+            if watchdog is None or watchdog.when() > self._deadline:
+                if watchdog is not None:
+                    watchdog.cancel()
                 self._watchdog = self._loop.call_at(self._deadline, self._check_deadline)
         try:
             await waiter
@@ -403,7 +419,7 @@ class _Connection(asyncio.Protocol):
     def _check_deadline(self) -> None:
         """One timer per connection, moved lazily: cheaper than a timer for every wait."""
         self._watchdog = None
-        if self._waiter is None or self._lost:
+        if self._waiter is None or self._lost or self._deadline == float("inf"):
             return
         if self._loop.time() < self._deadline:
             self._watchdog = self._loop.call_at(self._deadline, self._check_deadline)
@@ -442,7 +458,7 @@ class _Connection(asyncio.Protocol):
                     size = int(size_text, 16)
                 except ValueError:
                     raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-                if size < 0 or size_text.startswith((b"-", b"+", b"0x", b"0X")):
+                if size_text.strip(b"0123456789abcdefABCDEF"):
                     raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
                 pos = end + 2
                 self._remaining = size
@@ -485,6 +501,8 @@ class _Connection(asyncio.Protocol):
                     if len(buf) - pos > _MAX_HEAD:
                         raise httpx.RemoteProtocolError("response head too large")
                     break
+                if end - pos > _MAX_HEAD:
+                    raise httpx.RemoteProtocolError("response head too large")
                 head = bytes(buf[pos:end])
                 pos = end + 4
                 self._start_body(head)
