@@ -350,3 +350,34 @@ async def test_direct_transport_splits_sse_lines_only_at_newline(
         transport="direct",
     )
     assert "".join(await collect("x", config)) == text
+
+
+async def test_direct_transport_goes_through_the_proxy_the_environment_names(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kagura.core.transports import direct
+
+    # The loopback server is the proxy: the request reaches it in absolute form.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{loopback.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+    try:
+        loopback.enqueue(Script.text("via the proxy"))
+        config = LLMConfig(
+            model="openai/x",
+            api_base="http://llm.example.invalid/v1",
+            api_key="sk-t",
+            max_retries=0,
+            transport="direct",
+        )
+        assert "".join(await collect("x", config)) == "via the proxy"
+        assert loopback.requests[-1].target == "http://llm.example.invalid/v1/chat/completions"
+
+        # NO_PROXY exempts a host: this one is then reached directly (and does not exist).
+        monkeypatch.setenv("NO_PROXY", "llm.example.invalid")
+        direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+        with pytest.raises(ProviderError, match=r"could not reach llm\.example\.invalid"):
+            await collect("x", config)
+    finally:
+        direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]

@@ -42,6 +42,7 @@ import http
 import itertools
 import json
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -374,6 +375,12 @@ class RecordedRequest:
     """The fields of a ``application/x-www-form-urlencoded`` body."""
     connection_id: int
     """Which TCP connection carried it (unique for the server's life): shows keep-alive."""
+    target: str = ""
+    """The request-target as sent: absolute (``http://host/v1/...``) from a client that
+    used this server as its HTTP proxy (``HTTP_PROXY=http://127.0.0.1:<port>``)."""
+
+
+_ABSOLUTE_TARGET = re.compile(r"^https?://[^/?#]*", re.IGNORECASE)
 
 
 class _BadRequest(Exception):
@@ -760,7 +767,9 @@ class LoopbackServer:
                 raise _BadRequest("bad content-length") from None
         connection = headers.get("connection", "").lower()
         keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-        path, _, query = target.partition("?")
+        # A client using us as its proxy sends the absolute URL: serve its path.
+        origin_form = _ABSOLUTE_TARGET.sub("", target, count=1) or "/"
+        path, _, query = origin_form.partition("?")
         ctype = headers.get("content-type", "")
         body: Any = None
         form: dict[str, str] = {}
@@ -771,7 +780,7 @@ class LoopbackServer:
                 body = json.loads(raw)
             except ValueError:
                 body = None
-        recorded = RecordedRequest(method, path, query, headers, raw, body, form, conn.id)
+        recorded = RecordedRequest(method, path, query, headers, raw, body, form, conn.id, target)
         with self._lock:
             self._requests.append(recorded)
         return _Request(recorded, keep)

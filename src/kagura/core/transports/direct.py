@@ -97,7 +97,9 @@ class DirectTransport:
         if _proxied(request.url):
             client = self._proxy_clients.get(loop)
             if client is None or client.is_closed:
-                client = httpx.AsyncClient(transport=HTTP11Transport(), trust_env=True)
+                # httpx's own transports: it reads proxies from the environment only
+                # when it builds them itself.
+                client = httpx.AsyncClient(trust_env=True)
                 self._proxy_clients[loop] = client
             return await client.send(request, stream=True)
         pool = self._pools.get(loop)
