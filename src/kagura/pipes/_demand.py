@@ -30,20 +30,20 @@ class DemandSignal(Protocol):
 class Demand:
     """One consumer's demand: paused while its buffer is full."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "ready")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._event.set()
-
-    @property
-    def ready(self) -> bool:
-        return self._event.is_set()
+        # A plain attribute, not a property: the source reads it after every item.
+        self.ready = True
 
     def pause(self) -> None:
+        self.ready = False
         self._event.clear()
 
     def resume(self) -> None:
+        self.ready = True
         self._event.set()
 
     async def wait(self) -> None:

@@ -81,10 +81,13 @@ class ObservableIterator(AsyncIterator[T], Generic[T]):
         if threading.get_ident() != self._loop_thread and self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_next, item)
             return
-        self._buffer.append(item)
-        if len(self._buffer) >= self._max_buffer:
+        buffer = self._buffer
+        buffer.append(item)
+        if len(buffer) >= self._max_buffer:
             self._demand.pause()
-        self._wake()
+        waiter = self._waiter  # _wake(), inlined: this runs once per item
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _on_error(self, error: Exception) -> None:
         if threading.get_ident() != self._loop_thread and self._loop is not None:
