@@ -23,18 +23,22 @@ What it does:
 - A request that finds its reused keep-alive connection closed by the server
   before any byte of the answer is sent again once on a new connection.
 
-Proxies stay with httpx: an ``httpx.AsyncClient(transport=HTTP11Transport())``
-still routes the URLs that ``HTTP(S)_PROXY`` / ``ALL_PROXY`` name through its
-own proxy transports. HTTP/2 is not spoken.
+It does not speak HTTP/2 or go through proxies: httpx reads ``HTTP(S)_PROXY``
+only for the transports it builds itself, so the direct transport sends a
+request that the environment routes through a proxy with a plain
+``httpx.AsyncClient`` instead.
 
 >>> import asyncio, httpx
->>> from kagura.testing.loopback import LoopbackServer
+>>> from kagura.testing.loopback import LoopbackServer, Script
 >>> async def main(url: str) -> int:
+...     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 ...     async with httpx.AsyncClient(transport=HTTP11Transport()) as client:
-...         return (await client.post(url + "/chat/completions", json={"messages": []})).status_code
+...         response = await client.post(url + "/chat/completions", json=body)
+...         return response.json()["choices"][0]["message"]["content"]
 >>> with LoopbackServer() as server:
+...     server.enqueue(Script.text("Hello over HTTP/1.1"))
 ...     asyncio.run(main(server.base_url))
-200
+'Hello over HTTP/1.1'
 """
 
 from __future__ import annotations
