@@ -638,29 +638,43 @@ async def test_connection_reset_mid_body_raises_read_error() -> None:
     assert body_started.is_set()
 
 
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
 @pytest.mark.parametrize(
-    "sent",
+    "pieces",
     [
-        pytest.param(b"HTTX/1.1 200 OK\r\n\r\n", id="protocol"),
-        pytest.param(b"HTTP/1.1 2x0 OK\r\n\r\n", id="status"),
-        pytest.param(b"200 OK\r\nContent-Length: 0\r\n\r\n", id="no-version"),
-        pytest.param(b"\r\n\r\n", id="empty-head"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", id="header-without-colon"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nX-A : b\r\n\r\n", id="space-before-colon"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nX-A: b\r\n folded\r\n\r\n", id="obs-fold"),
-        pytest.param(b"HTTP/1.1 200 OK\r\n: empty-name\r\n\r\n", id="empty-name"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", id="length-not-number"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", id="length-negative"),
+        pytest.param((b"HTTX/1.1 200 OK\r\n\r\n",), id="protocol"),
+        pytest.param((b"HTTP/1.1 2x0 OK\r\n\r\n",), id="status"),
+        pytest.param((b"200 OK\r\nContent-Length: 0\r\n\r\n",), id="no-version"),
+        pytest.param((b"\r\n\r\n",), id="empty-head"),
+        pytest.param((b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",), id="header-without-colon"),
+        pytest.param((b"HTTP/1.1 200 OK\r\nX-A : b\r\n\r\n",), id="space-before-colon"),
+        pytest.param((b"HTTP/1.1 200 OK\r\nX-A: b\r\n folded\r\n\r\n",), id="obs-fold"),
+        pytest.param((b"HTTP/1.1 200 OK\r\n: empty-name\r\n\r\n",), id="empty-name"),
+        pytest.param((b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",), id="length-not-number"),
+        pytest.param((b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",), id="length-negative"),
         pytest.param(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",),
             id="lengths-disagree",
+        ),
+        pytest.param((_CHUNKED_HEAD, b"zz\r\nhello\r\n0\r\n\r\n"), id="not-hex"),
+        pytest.param((_CHUNKED_HEAD, b"-5\r\nhello\r\n0\r\n\r\n"), id="negative"),
+        pytest.param((_CHUNKED_HEAD, b"+5\r\nhello\r\n0\r\n\r\n"), id="plus"),
+        pytest.param((_CHUNKED_HEAD, b"0x5\r\nhello\r\n0\r\n\r\n"), id="0x-prefix"),
+        pytest.param((_CHUNKED_HEAD, b"\r\nhello\r\n0\r\n\r\n"), id="empty"),
+        pytest.param((_CHUNKED_HEAD, b";ext\r\nhello\r\n0\r\n\r\n"), id="extension-only"),
+        pytest.param((_CHUNKED_HEAD, b"5\r\nhelloXX0\r\n\r\n"), id="data-not-followed-by-crlf"),
+        pytest.param(
+            (_CHUNKED_HEAD, b"1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n"),
+            id="underscore",
         ),
     ],
 )
-async def test_malformed_head_raises_remote_protocol_error(sent: bytes) -> None:
+async def test_malformed_response_raises_remote_protocol_error(pieces: tuple[bytes, ...]) -> None:
     async def handler(peer: Peer) -> None:
         await peer.read_request()
-        await peer.send(sent)
+        await peer.send(*pieces, pause=0.01)
         await peer.read_request()
 
     async with (
@@ -671,40 +685,6 @@ async def test_malformed_head_raises_remote_protocol_error(sent: bytes) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get(server.url)
         await asyncio.wait_for(server.peers[0].eof.wait(), 2)  # and the connection is closed
-
-
-_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-
-
-@pytest.mark.parametrize(
-    "chunks",
-    [
-        pytest.param(b"zz\r\nhello\r\n0\r\n\r\n", id="not-hex"),
-        pytest.param(b"-5\r\nhello\r\n0\r\n\r\n", id="negative"),
-        pytest.param(b"+5\r\nhello\r\n0\r\n\r\n", id="plus"),
-        pytest.param(b"0x5\r\nhello\r\n0\r\n\r\n", id="0x-prefix"),
-        pytest.param(b"\r\nhello\r\n0\r\n\r\n", id="empty"),
-        pytest.param(b";ext\r\nhello\r\n0\r\n\r\n", id="extension-only"),
-        pytest.param(b"5\r\nhelloXX0\r\n\r\n", id="data-not-followed-by-crlf"),
-        pytest.param(
-            b"1_0\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n",
-            id="underscore",
-        ),
-    ],
-)
-async def test_bad_chunk_framing_raises_remote_protocol_error(chunks: bytes) -> None:
-    async def handler(peer: Peer) -> None:
-        await peer.read_request()
-        await peer.send(_CHUNKED_HEAD, chunks, pause=0.01)
-        await peer.read_request()
-
-    async with (
-        asyncio.timeout(GUARD),
-        RawServer(handler) as server,
-        http_client(HTTP11Transport()) as client,
-    ):
-        with pytest.raises(httpx.RemoteProtocolError):
-            await client.get(server.url)
 
 
 @pytest.mark.parametrize(

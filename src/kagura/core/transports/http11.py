@@ -452,10 +452,8 @@ class _Connection(asyncio.Protocol):
         while pos < len(buf):
             state = self._state
             if state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n", pos)
+                end = _line_end(buf, pos, "chunk size")
                 if end < 0:
-                    if len(buf) - pos > _MAX_CHUNK_LINE:
-                        raise httpx.RemoteProtocolError("chunk size line too long")
                     break
                 size_text = bytes(buf[pos:end]).split(b";", 1)[0].strip()
                 try:
@@ -467,13 +465,13 @@ class _Connection(asyncio.Protocol):
                 pos = end + 2
                 self._remaining = size
                 self._state = _CHUNK_DATA if size else _TRAILER
-            elif state == _CHUNK_DATA:
+            elif state in (_CHUNK_DATA, _LENGTH):
                 take = min(self._remaining, len(buf) - pos)
                 pieces.append(bytes(buf[pos : pos + take]))
                 pos += take
                 self._remaining -= take
                 if not self._remaining:
-                    self._state = _CHUNK_END
+                    self._state = _CHUNK_END if state == _CHUNK_DATA else _DONE
             elif state == _CHUNK_END:
                 if len(buf) - pos < 2:
                     break
@@ -481,21 +479,12 @@ class _Connection(asyncio.Protocol):
                     raise httpx.RemoteProtocolError("chunk data not followed by CRLF")
                 pos += 2
                 self._state = _CHUNK_SIZE
-            elif state == _LENGTH:
-                take = min(self._remaining, len(buf) - pos)
-                pieces.append(bytes(buf[pos : pos + take]))
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = _DONE
             elif state == _UNTIL_CLOSE:
                 pieces.append(bytes(buf[pos:]))
                 pos = len(buf)
             elif state == _TRAILER:
-                end = buf.find(b"\r\n", pos)
+                end = _line_end(buf, pos, "trailer")
                 if end < 0:
-                    if len(buf) - pos > _MAX_CHUNK_LINE:
-                        raise httpx.RemoteProtocolError("trailer line too long")
                     break
                 self._state = _DONE if end == pos else _TRAILER
                 pos = end + 2
@@ -560,6 +549,14 @@ class _Connection(asyncio.Protocol):
         else:
             self._state = _UNTIL_CLOSE
             self._keep_alive = False
+
+
+def _line_end(buf: bytearray, pos: int, what: str) -> int:
+    """Where the CRLF ending the line at ``pos`` is; -1 while it has not arrived."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0 and len(buf) - pos > _MAX_CHUNK_LINE:
+        raise httpx.RemoteProtocolError(f"{what} line too long")
+    return end
 
 
 def _request_head(request: httpx.Request) -> bytes:
