@@ -13,7 +13,8 @@ hide the next run's growth.
   opening and closing (empty when the streams never all run at once). The
   ``raw httpx`` rows are an ``aiter_lines`` + ``json.loads`` client, the
   ``kagura`` rows ``call_llm_stream`` on the direct transport.
-- gc: the client's garbage-collector thresholds (see ``GC_THRESHOLDS``).
+- loop, gc: the client's event loop (asyncio's own, or uvloop) and garbage-collector
+  thresholds (see ``GC_THRESHOLDS``).
 - TTFT: from a stream's start to its first chunk (connection included).
 - RSS per stream: the client's peak ``VmRSS`` during the run minus its ``VmRSS``
   before it (after a warm-up stream), divided by N.
@@ -63,8 +64,22 @@ CLIENTS = (RAW, KAGURA)
 # middle-generation ones. A full collection walks every object in the process (about
 # 0.5 µs each here); while 1000 streams open, the default runs several, of 40 to
 # 130 ms each, and every chunk that arrives meanwhile waits.
-GC_DEFAULT, GC_TUNED = "default", "threshold 700/10/100"
+# uvloop (the event loop uvicorn uses when it is installed) keeps its handles and
+# transports out of Python's object graph, so the same collections are short.
+GC_DEFAULT, GC_TUNED = "default", "700/10/100"
 GC_THRESHOLDS = {GC_DEFAULT: (700, 10, 10), GC_TUNED: (700, 10, 100)}
+ASYNCIO, UVLOOP = "asyncio", "uvloop"
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The client process's event loop and garbage-collector thresholds."""
+
+    loop: str = ASYNCIO
+    gc: str = GC_DEFAULT
+
+
+DEFAULT_SETUP = Setup()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +87,7 @@ class Level:
     streams: int
     rate: float  # chunks per second per stream
     chunks: int  # per stream
-    gc_modes: tuple[str, ...] = (GC_DEFAULT,)
+    setups: tuple[Setup, ...] = (DEFAULT_SETUP,)
 
 
 # 1000 streams at 50 chunks/s is 50,000 chunks/s: more than one core can read in
@@ -82,8 +97,8 @@ class Level:
 LEVELS = (
     Level(10, 50.0, 100),
     Level(100, 50.0, 100),
-    Level(1000, 50.0, 50),
-    Level(1000, 5.0, 30, (GC_DEFAULT, GC_TUNED)),
+    Level(1000, 50.0, 50, (DEFAULT_SETUP, Setup(UVLOOP))),
+    Level(1000, 5.0, 30, (DEFAULT_SETUP, Setup(gc=GC_TUNED), Setup(UVLOOP))),
 )
 PROMPT = "Tell me a story."
 RAMP_S = 1.0  # the streams start evenly spread over this many seconds
@@ -152,7 +167,7 @@ async def _client_run(kind: str, url: str, streams: int, gc_mode: str) -> dict[s
     }
 
 
-def _run_level(server: ServerProcess, kind: str, level: Level, gc_mode: str) -> dict[str, Any]:
+def _run_level(server: ServerProcess, kind: str, level: Level, setup: Setup) -> dict[str, Any]:
     """Run one client process; summarise what it measured."""
     streams, rate = level.streams, level.rate
     interval = 1.0 / rate
@@ -169,7 +184,9 @@ def _run_level(server: ServerProcess, kind: str, level: Level, gc_mode: str) -> 
             "--streams",
             str(streams),
             "--gc",
-            gc_mode,
+            setup.gc,
+            "--loop",
+            setup.loop,
         ],
         capture_output=True,
         text=True,
@@ -201,7 +218,8 @@ def _run_level(server: ServerProcess, kind: str, level: Level, gc_mode: str) -> 
     ttft_ms = [t * 1e3 for t in raw["ttft_s"]]
     return {
         "client": kind,
-        "gc": gc_mode,
+        "loop": setup.loop,
+        "gc": setup.gc,
         "streams": streams,
         "rate_per_s": rate,
         "chunks_per_stream": level.chunks,
@@ -230,14 +248,15 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for level in LEVELS:
         with PacedServer(chunks=level.chunks, interval=1.0 / level.rate) as server:
-            for gc_mode in level.gc_modes:
+            for setup in level.setups:
                 for kind in CLIENTS:
-                    rows.append(_run_level(server, kind, level, gc_mode))
+                    rows.append(_run_level(server, kind, level, setup))
     print_table(
         "Concurrent streams against a loopback server in another process "
         f"(started over {RAMP_S:g} s)",
         [
             "client",
+            "loop",
             "gc",
             "streams",
             "chunks/s each",
@@ -254,6 +273,7 @@ def main() -> None:
         [
             [
                 r["client"],
+                r["loop"],
                 r["gc"],
                 r["streams"],
                 r["rate_per_s"],
@@ -273,7 +293,7 @@ def main() -> None:
     targets: list[dict[str, Any]] = []
     for r in rows:
         if r["client"] == KAGURA and r["streams"] == 1000:
-            at = f"1000 streams x {r['rate_per_s']:g}/s, gc {r['gc']}"
+            at = f"1000 streams x {r['rate_per_s']:g}/s, {r['loop']}, gc {r['gc']}"
             targets.append(
                 {
                     "target": f"{at}: p99 added delay ≤ 10 ms",
@@ -303,8 +323,16 @@ def _client_main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--streams", type=int, required=True)
     parser.add_argument("--gc", choices=tuple(GC_THRESHOLDS), default=GC_DEFAULT)
+    parser.add_argument("--loop", choices=(ASYNCIO, UVLOOP), default=ASYNCIO)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_client_run(args.client, args.url, args.streams, args.gc))))
+    run = _client_run(args.client, args.url, args.streams, args.gc)
+    if args.loop == UVLOOP:
+        import uvloop
+
+        result = uvloop.run(run)
+    else:
+        result = asyncio.run(run)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
