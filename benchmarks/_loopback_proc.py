@@ -153,6 +153,8 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
         self._proc = None
 
 

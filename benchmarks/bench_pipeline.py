@@ -14,7 +14,7 @@ backlog read in big pieces):
 - bridge: ``from_async_iterable`` → ``text_deltas`` → ``to_async_iterator``,
   what ``from_llm`` adds;
 - pipeline: the bridge with ``buffer_sentences`` → ``throttle(0.05)`` →
-  ``tee_log`` (to /dev/null), as in ``bench_transports``.
+  ``tee_log`` (to a string buffer), as in ``bench_transports``.
 
 CPU is ``time.process_time()`` per event, interleaved rounds, medians.
 ``python -m benchmarks bench_pipeline``.
@@ -23,6 +23,7 @@ CPU is ``time.process_time()`` per event, interleaved rounds, medians.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import statistics
 import time
@@ -49,8 +50,7 @@ def _clients(burst: int) -> dict[str, Callable[[], AsyncIterator[Any]]]:
     text = stream_text(CHUNKS)
     events: list[StreamEvent] = [TextDelta(text[i : i + 4]) for i in range(0, len(text), 4)]
     events += [Finish("stop"), Usage(prompt_tokens=5, completion_tokens=CHUNKS, total_tokens=0)]
-    devnull = open(os.devnull, "w")  # noqa: SIM115 -- lives as long as the process
-    logger = structlog.wrap_logger(structlog.PrintLogger(devnull))
+    logger = structlog.wrap_logger(structlog.PrintLogger(io.StringIO()))
 
     async def transport() -> AsyncIterator[StreamEvent]:
         for i, event in enumerate(events):
