@@ -1144,3 +1144,62 @@ async def test_loopback_stalled_stream_times_out_and_closes(loopback: LoopbackSe
             await stream_text(client, loopback.base_url)
     assert await loopback.wait_idle(2.0)
     assert loopback.streams_in_progress == 0
+
+
+async def test_until_close_body_cut_by_a_reset_is_an_error_not_a_short_body() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-", pause=0.05)
+        peer.reset()
+
+    async with (
+        asyncio.timeout(GUARD),
+        RawServer(handler) as server,
+        http_client(HTTP11Transport()) as client,
+    ):
+        with pytest.raises(httpx.ReadError):
+            await client.get(server.url)
+
+
+async def test_a_head_with_bare_line_feeds_is_read_as_h11_reads_it() -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\nContent-Length: 2\nX-A: b\n\nok")
+
+    async with (
+        asyncio.timeout(GUARD),
+        RawServer(handler) as server,
+        http_client(HTTP11Transport()) as client,
+    ):
+        response = await client.get(server.url)
+    assert (response.status_code, response.headers["x-a"], response.content) == (200, "b", b"ok")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", id="length"
+        ),
+        pytest.param(b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n", id="status"),
+    ],
+)
+async def test_huge_numbers_in_the_head_are_a_protocol_error(head: bytes) -> None:
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(head)
+        await peer.read_request()
+
+    async with (
+        asyncio.timeout(GUARD),
+        RawServer(handler) as server,
+        http_client(HTTP11Transport()) as client,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(server.url)
+
+
+async def test_a_host_name_that_cannot_be_encoded_is_a_connect_error() -> None:
+    async with asyncio.timeout(GUARD), http_client(HTTP11Transport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get("http://" + "a" * 70 + ".invalid/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from contextlib import aclosing
 from pathlib import Path
 
@@ -381,3 +382,23 @@ async def test_direct_transport_goes_through_the_proxy_the_environment_names(
             await collect("x", config)
     finally:
         direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+
+
+def test_direct_transport_closes_its_connections_when_each_event_loop_ends(
+    loopback: LoopbackServer,
+) -> None:
+    from kagura.core.llm import resolve_transport
+
+    config = LLMConfig(
+        model="openai/x", api_base=loopback.base_url, api_key="sk-t", transport="direct"
+    )
+    before = loopback.connections_open  # other tests' loops may keep idle connections
+    for _ in range(5):  # a program calling asyncio.run per request, as scripts do
+        loopback.enqueue(Script.text("one loop"))
+        assert "".join(asyncio.run(collect("x", config))) == "one loop"
+    pools = resolve_transport(config)._pools  # pyright: ignore[reportAttributeAccessIssue]
+    assert not any(loop.is_closed() for loop in pools)  # no ended loop kept alive
+    deadline = time.monotonic() + 2.0
+    while loopback.connections_open > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loopback.connections_open <= before, "connections of ended loops still open"

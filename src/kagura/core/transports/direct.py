@@ -91,9 +91,35 @@ class DirectTransport:
         self._proxy_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, httpx.AsyncClient
         ] = weakref.WeakKeyDictionary()
+        self._closers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGenerator[None, None]
+        ] = weakref.WeakKeyDictionary()
+
+    async def _close_at_shutdown(
+        self, loop: asyncio.AbstractEventLoop, pool: HTTP11Transport
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await pool.aclose()
+            if self._pools.get(loop) is pool:
+                del self._pools[loop]
+                client = self._proxy_clients.pop(loop, None)
+                if client is not None:
+                    await client.aclose()
 
     async def _send_once(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            # A new loop: read the proxy environment again, as a new client would.
+            _proxied_origin.cache_clear()
+            pool = self._pools[loop] = HTTP11Transport(max_keepalive=100)
+            # Idle connections hold their loop, so the weak key would never die: close them
+            # when the loop shuts down (asyncio.run closes every live async generator).
+            closer = self._close_at_shutdown(loop, pool)
+            await closer.__anext__()
+            self._closers[loop] = closer
         if _proxied(request.url):
             client = self._proxy_clients.get(loop)
             if client is None or client.is_closed:
@@ -102,9 +128,6 @@ class DirectTransport:
                 client = httpx.AsyncClient(trust_env=True)
                 self._proxy_clients[loop] = client
             return await client.send(request, stream=True)
-        pool = self._pools.get(loop)
-        if pool is None:
-            pool = self._pools[loop] = HTTP11Transport(max_keepalive=100)
         response = await pool.handle_async_request(request)
         response.request = request
         return response
@@ -190,6 +213,11 @@ class DirectTransport:
                 return response
             try:
                 await response.aread()
+            except httpx.HTTPError:  # the status decides; a cut-short error body reads as empty
+                await response.aclose()
+                response = httpx.Response(
+                    response.status_code, headers=response.headers, request=http_request
+                )
             finally:
                 await response.aclose()
             if response.status_code in _RETRY_STATUSES and attempt < config.max_retries:

@@ -44,6 +44,7 @@ request that the environment routes through a proxy with a plain
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -54,6 +55,8 @@ __all__ = ["HTTP11Transport"]
 
 _MAX_HEAD = 64 * 1024  # bytes of status line + headers
 _MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line (with extensions) or trailer line
+_HEAD_END = re.compile(rb"\r?\n\r?\n")  # h11 accepts bare LF in a response head too
+_LINE_END = re.compile(rb"\r?\n")
 
 _Origin = tuple[bytes, str, int]  # scheme, host, port
 _Head = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, reason, headers
@@ -90,7 +93,7 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
         if scheme not in (b"http", b"https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme.decode()!r}")
         port = url.port or (443 if scheme == b"https" else 80)
-        origin: _Origin = (scheme, url.host, port)
+        origin: _Origin = (scheme, url.raw_host.decode("ascii"), port)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         head = _request_head(request)
         body = await request.aread()
@@ -103,7 +106,9 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
                 conn = await self._connect(origin, timeouts.get("connect"))
                 if self._closed:  # aclose() ran while we connected
                     conn.close()
-                    raise RuntimeError("HTTP11Transport is closed")
+                    raise httpx.ConnectError(
+                        "HTTP11Transport was closed while connecting", request=request
+                    )
             self._active.add(conn)
             try:
                 await conn.send(head, body, request.method == "HEAD", timeouts.get("write"))
@@ -169,7 +174,7 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise httpx.ConnectError(f"could not connect to {host}:{port}: {exc}") from exc
         conn.origin = origin
         conn.pool = self
@@ -298,7 +303,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._keep_alive = False
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _UNTIL_CLOSE and exc is None:
             self._state = _DONE
         elif self._state != _DONE and self._error is None:
             if not self._received_any:
@@ -489,15 +494,16 @@ class _Connection(asyncio.Protocol):
                 self._state = _DONE if end == pos else _TRAILER
                 pos = end + 2
             elif state == _HEAD:
-                end = buf.find(b"\r\n\r\n", pos)
-                if end < 0:
+                match = _HEAD_END.search(buf, pos)
+                if match is None:
                     if len(buf) - pos > _MAX_HEAD:
                         raise httpx.RemoteProtocolError("response head too large")
                     break
+                end = match.start()
                 if end - pos > _MAX_HEAD:
                     raise httpx.RemoteProtocolError("response head too large")
                 head = bytes(buf[pos:end])
-                pos = end + 4
+                pos = match.end()
                 self._start_body(head)
             else:  # _DONE: bytes beyond the response
                 self._keep_alive = False
@@ -506,9 +512,11 @@ class _Connection(asyncio.Protocol):
         return pieces
 
     def _start_body(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
+        lines = _LINE_END.split(head)
         parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        status_text = parts[1] if len(parts) > 1 else b""
+        bad_status = len(status_text) != 3 or not status_text.isdigit()
+        if not parts[0].startswith(b"HTTP/1.") or bad_status:
             raise httpx.RemoteProtocolError(f"bad status line {lines[0][:60]!r}")
         status = int(parts[1])
         if 100 <= status < 200 and status != 101:
@@ -525,7 +533,9 @@ class _Connection(asyncio.Protocol):
             headers.append((name, value))
             key = name.lower()
             if key == b"content-length":
-                if not value.isdigit() or (length is not None and length != int(value)):
+                if not value.isdigit() or len(value) > 18:
+                    raise httpx.RemoteProtocolError(f"bad content-length {value[:20]!r}")
+                if length is not None and length != int(value):
                     raise httpx.RemoteProtocolError(f"bad content-length {value[:20]!r}")
                 length = int(value)
             elif key == b"transfer-encoding":
