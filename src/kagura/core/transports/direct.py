@@ -101,12 +101,10 @@ class DirectTransport:
         try:
             yield
         finally:
-            await pool.aclose()
             if self._pools.get(loop) is pool:
-                del self._pools[loop]
-                client = self._proxy_clients.pop(loop, None)
-                if client is not None:
-                    await client.aclose()
+                await self.aclose()  # the loop's pool and proxy client
+            else:
+                await pool.aclose()  # replaced after an aclose(): idempotent
 
     async def _send_once(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()

@@ -180,14 +180,14 @@ class HTTP11Transport(httpx.AsyncBaseTransport):
         conn.pool = self
         return conn
 
-    def _release(self, conn: _Connection, origin: _Origin) -> None:
+    def _release(self, conn: _Connection) -> None:
         """The response is over: keep the connection for the next request, or close it."""
         self._active.discard(conn)
         if not conn.reusable or self._closed or self._idle_count >= self._max_keepalive:
             conn.close()
             return
         conn.idle_since = asyncio.get_running_loop().time()
-        conns = self._idle.setdefault(origin, {})
+        conns = self._idle.setdefault(conn.origin, {})
         conns[conn] = None
         conn.idle_pool = conns
         self._idle_count += 1
@@ -233,7 +233,7 @@ class _ResponseBody(httpx.AsyncByteStream):
         conn = self._conn
         if conn.complete:
             conn.discard_unread()
-            self._pool._release(conn, conn.origin)  # pyright: ignore[reportPrivateUsage] -- same module
+            self._pool._release(conn)  # pyright: ignore[reportPrivateUsage] -- same module
         else:
             self._pool._forget(conn)  # pyright: ignore[reportPrivateUsage] -- same module
 
@@ -348,6 +348,9 @@ class _Connection(asyncio.Protocol):
         """Drop body bytes the reader never took, and read again if that had paused reading."""
         self._pieces.clear()
         self._queued = 0
+        self._resume_reading()
+
+    def _resume_reading(self) -> None:
         if self._paused:
             self._paused = False
             if self._transport is not None and not self._lost:
@@ -395,10 +398,8 @@ class _Connection(asyncio.Protocol):
             if self._pieces:
                 piece = self._pieces.popleft()
                 self._queued -= len(piece)
-                if self._paused and self._queued <= self._high_water // 2 and not self._lost:
-                    self._paused = False
-                    assert self._transport is not None
-                    self._transport.resume_reading()
+                if self._paused and self._queued <= self._high_water // 2:
+                    self._resume_reading()
                 return piece
             if self._error is not None:
                 raise self._error
