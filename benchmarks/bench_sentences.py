@@ -30,7 +30,7 @@ from benchmarks._report import print_table, save_json
 from kagura.operators import buffer_sentences
 from kagura.operators._segmenter import segment
 
-GOLDEN_RULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "golden_rules_en.json"
+GOLDEN_RULES = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden_rules_en.json"
 CORPUS_CHARS = 1_000_000
 CHUNK = 4
 

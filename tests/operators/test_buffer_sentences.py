@@ -19,11 +19,8 @@ from kagura.operators import buffer_sentences
 from kagura.testing.scripted import marble_chunks
 from kagura.testing.strategies import chunkings, split_at, text_and_chunkings, token_streams
 
-GOLDEN_RULES = Path(__file__).resolve().parents[3] / "shared" / "data" / "golden_rules_en.json"
-RULES: list[dict[str, Any]] = (
-    json.loads(GOLDEN_RULES.read_text(encoding="utf-8")) if GOLDEN_RULES.is_file() else []
-)
-needs_rules = pytest.mark.skipif(not RULES, reason=f"golden rules not found at {GOLDEN_RULES}")
+GOLDEN_RULES = Path(__file__).resolve().parents[1] / "data" / "golden_rules_en.json"
+RULES: list[dict[str, Any]] = json.loads(GOLDEN_RULES.read_text(encoding="utf-8"))
 
 
 def run(chunks: list[str], **options: Any) -> list[str]:
@@ -41,7 +38,6 @@ def stripped(sentences: list[str]) -> list[str]:
 # -- the Golden Rules --------------------------------------------------------------------
 
 
-@needs_rules
 def test_golden_rules_on_whole_texts() -> None:
     failed = [r for r in RULES if stripped(run([r["text"]])) != r["sentences"]]
     score = len(RULES) - len(failed)
@@ -52,7 +48,6 @@ def test_golden_rules_on_whole_texts() -> None:
 WHOLE = [run([r["text"]]) for r in RULES]
 
 
-@needs_rules
 @settings(max_examples=30)
 @given(st.tuples(*(chunkings(r["text"]) for r in RULES)))
 def test_golden_rules_under_any_chunking(chunked: tuple[list[str], ...]) -> None:

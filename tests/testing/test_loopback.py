@@ -25,8 +25,7 @@ from kagura.testing.loopback import (
     ScriptOptions,
 )
 
-RECORDED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "openai-recorded"
-SKIP_RECORDED = f"recorded streams not found at {RECORDED} (the shared/ folder beside the repo)"
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "openai-recorded"
 PROMPT = "Say hello to the loopback server"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]
 CHAT = {"model": "gpt-4o-mini", "messages": HELLO}
@@ -35,21 +34,15 @@ PLAIN = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def manifest() -> list[dict[str, Any]]:
-    path = RECORDED / "MANIFEST.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    return json.loads((RECORDED / "MANIFEST.json").read_text())
 
 
 def recorded_params() -> list[Any]:
-    entries = manifest()
-    if not entries:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=SKIP_RECORDED))]
-    return [pytest.param(entry, id=entry["file"].removesuffix(".sse")) for entry in entries]
+    return [pytest.param(entry, id=entry["file"].removesuffix(".sse")) for entry in manifest()]
 
 
 @pytest.fixture
 def recorded_dir() -> Path:
-    if not RECORDED.is_dir():
-        pytest.skip(SKIP_RECORDED)
     return RECORDED
 
 
