@@ -251,3 +251,78 @@ def test_usage_errors_exit_2(
 ) -> None:
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+# -- secrets never reach the terminal ---------------------------------------------------
+PLAIN_KEY = "my-plain-key-1234"  # not sk-shaped: only remembering it can scrub it
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["one-line", "debug"])
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script.error(401, f"Incorrect API key provided: {PLAIN_KEY}."),
+        Script.error(500, f'upstream said {{"key": "{PLAIN_KEY}"}}'),
+        Script.text(
+            "Hello world", error_event_after=1, error_body={"message": f"bad key {PLAIN_KEY}"}
+        ),
+    ],
+    ids=["401", "500", "mid-stream"],
+)
+def test_an_echoed_key_never_reaches_stderr(
+    loopback: LoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    script: Script,
+    debug: bool,
+) -> None:
+    monkeypatch.setenv("KAGURA_API_BASE", loopback.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", PLAIN_KEY)
+    loopback.enqueue(script, script, script)  # the CLI retries a 500 twice
+    args = ["stream", "hi", "--model", "openai/x", *(["--debug"] if debug else [])]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "kagura: " in err
+    assert ("Traceback" in err) is debug
+    assert PLAIN_KEY not in out + err
+
+
+def test_a_password_in_the_api_base_never_reaches_stderr(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = loopback.base_url.replace("://", "://proxy:url-pa55-w0rd@", 1)
+    monkeypatch.setenv("KAGURA_API_BASE", base)
+    loopback.enqueue(Script.error(401, "no user proxy with password url-pa55-w0rd"))
+    assert main(["stream", "hi", "--model", "openai/x", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "kagura: " in err
+    assert "url-pa55-w0rd" not in err
+
+
+def test_the_debug_traceback_scrubs_the_chain_and_shows_no_locals() -> None:
+    from rich.console import Console
+
+    from kagura.cli import _report  # pyright: ignore[reportPrivateUsage] -- the unit under test
+    from kagura.core.redact import remember_secret
+
+    remember_secret(PLAIN_KEY)
+
+    def fail() -> None:
+        local_note = "".join(reversed("6789-eulav-lacol-a"))  # not in the source shown
+        try:
+            raise ValueError(f"root cause quoting {PLAIN_KEY}")
+        except ValueError as exc:
+            raise RuntimeError(f"wrapper quoting {PLAIN_KEY} ({local_note[:1]})") from exc
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, highlight=False)
+    try:
+        fail()
+    except RuntimeError as exc:
+        _report(exc, console, model="openai/x", debug=True)
+    printed = buffer.getvalue()
+    assert "Traceback" in printed
+    assert "root cause quoting [REDACTED]" in printed
+    assert "wrapper quoting [REDACTED]" in printed
+    assert PLAIN_KEY not in printed
+    assert "a-local-value-9876" not in printed

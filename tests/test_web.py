@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from starlette.routing import Route
 
 from _live_server import serve
 from kagura import AgentStream, LLMConfig
+from kagura.errors import AuthError
 from kagura.operators import parse_model
 from kagura.pipes import StreamOutcome
 from kagura.testing.loopback import LoopbackServer, Script
@@ -256,3 +258,46 @@ def test_without_the_extra_the_import_error_says_what_to_install(
     monkeypatch.delitem(sys.modules, "kagura.web")
     with pytest.raises(ImportError, match=r"pip install 'kagura\[web\]'"):
         importlib.import_module("kagura.web")
+
+
+# -- secrets never reach the browser ----------------------------------------------------
+PLAIN_KEY = "my-plain-web-key-4321"  # not sk-shaped: only remembering it can scrub it
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        Script.error(401, f"Incorrect API key provided: {PLAIN_KEY}"),
+        Script.text("Hello world", error_event_after=1, error_body={"message": f"key {PLAIN_KEY}"}),
+    ],
+    ids=["401", "mid-stream"],
+)
+async def test_an_echoed_key_never_reaches_the_browser(
+    web: Web, loopback: LoopbackServer, script: Script
+) -> None:
+    web.upstream.config = LLMConfig(
+        model="openai/x", api_base=loopback.base_url, api_key=SecretStr(PLAIN_KEY), max_retries=0
+    )
+    loopback.enqueue(script)
+    got = await get_events(web, "/upstream")
+    assert [name for name, _ in got][-2:] == ["error", "done"]
+    assert "[REDACTED]" in json.loads(got[-2][1])["message"]
+    assert PLAIN_KEY not in json.dumps(got)
+
+
+async def test_a_key_litellm_took_from_the_environment_never_shows(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In the test's loop, not the web server's: litellm keeps a pooled connection per
+    # loop, and one left in the server's loop when it stops makes uvicorn hang on exit.
+    env_key = "plain-env-key-5678"
+    monkeypatch.setenv("OPENAI_API_KEY", env_key)  # litellm reads it itself
+    config = LLMConfig(
+        model="openai/x", api_base=loopback.base_url, max_retries=0, transport="litellm"
+    )
+    loopback.enqueue(Script.error(401, f"Incorrect API key provided: {env_key}"))
+    with pytest.raises(AuthError) as caught:
+        await AgentStream.from_llm("hi", config).text()
+    assert "Incorrect API key provided: [REDACTED]" in str(caught.value)
+    # Nor anywhere in its chain (the provider's exception stays as __cause__).
+    assert env_key not in "".join(traceback.format_exception(caught.value))

@@ -385,10 +385,15 @@ def _execute(job: _Job, *, debug: bool) -> None:
 
 
 def _report(exc: Exception, err: Console, *, model: str, debug: bool) -> None:
-    """Print ``exc`` as one line (with the traceback first under ``--debug``)."""
-    from kagura.core.redact import redact
+    """Print ``exc`` as one line (with the traceback first under ``--debug``).
+
+    The messages of ``exc`` and of every exception in its chain are scrubbed first, and
+    the traceback shows no local variables (they hold keys and prompts).
+    """
+    from kagura.core.redact import redact, redact_error
     from kagura.errors import KaguraError, MissingAPIKeyError
 
+    redact_error(exc)
     if debug:
         err.print_exception(show_locals=False)
     if isinstance(exc, MissingAPIKeyError) and exc.env_var:

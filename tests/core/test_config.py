@@ -11,6 +11,7 @@ from kagura.core.oauth import (
     register_token_provider,
     unregister_token_provider,
 )
+from kagura.core.redact import redact
 from kagura.errors import AuthError
 
 
@@ -80,3 +81,83 @@ async def test_oauth2_token_from_registered_provider() -> None:
         assert "tok-123" not in repr(config)
     finally:
         unregister_token_provider("static")
+
+
+# -- secrets in api_base, validation without echoing ------------------------------------
+BASE = "http://proxy:pa55-w0rd-9@127.0.0.1:4000/v1?api_key=qk-123456&model=x"
+
+
+def test_api_base_credentials_are_hidden_but_the_attribute_is_real() -> None:
+    config = LLMConfig(api_base=BASE, api_key="my-plain-key-1234")
+    shown = "http://proxy:[REDACTED]@127.0.0.1:4000/v1?api_key=[REDACTED]&model=x"
+    assert config.api_base == BASE  # what the transport sends
+    for text in (repr(config), str(config), str(config.model_dump()), config.model_dump_json()):
+        assert "pa55-w0rd-9" not in text
+        assert "qk-123456" not in text
+        assert "my-plain-key-1234" not in text
+        assert shown in text
+
+
+def test_api_base_and_key_secrets_are_remembered() -> None:
+    LLMConfig(api_base=BASE, api_key="my-plain-key-5678")
+    echoed = "401 for pa55-w0rd-9 / qk-123456 / my-plain-key-5678"
+    assert redact(echoed) == "401 for [REDACTED] / [REDACTED] / [REDACTED]"
+
+
+@pytest.mark.parametrize(
+    "api_base",
+    [
+        "ftp://h/v1",
+        "localhost:8000/v1",
+        "//h/v1",
+        "http:///v1",
+        "http://h:99999/v1",
+        "http://[::1/v1",
+        "http://h/v1\r\nX-Injected: 1",
+        "http://h/v1\n",
+        "http://h/v1\x00",
+        "http://h/v 1",
+        "http://h/v1\x7f",
+    ],
+)
+def test_a_bad_api_base_fails_without_echoing_it(api_base: str) -> None:
+    secret_base = api_base.replace("://", "://user:pa55-w0rd-9@", 1)
+    for value in (api_base, secret_base):
+        with pytest.raises(ValidationError, match="api_base must") as caught:
+            LLMConfig(api_base=value, api_key="my-plain-key-1234")
+        text = f"{caught.value}{caught.value!r}"
+        assert "pa55-w0rd-9" not in text
+        assert "my-plain-key-1234" not in text
+        assert "X-Injected" not in text
+
+
+@pytest.mark.parametrize("api_base", ["http://localhost:11434/v1", "HTTPS://api.example.com"])
+def test_good_api_bases_are_kept_as_given(api_base: str) -> None:
+    assert LLMConfig(api_base=api_base).api_base == api_base
+
+
+@pytest.mark.parametrize("key", ["my-plain-key-1234\n", "my-plain key", "my-plain-key\r\nX: 1"])
+def test_an_api_key_with_spaces_or_control_characters_fails_without_echoing_it(key: str) -> None:
+    with pytest.raises(ValidationError, match="api_key must not contain") as caught:
+        LLMConfig(api_key=key)
+    assert "my-plain" not in f"{caught.value}{caught.value!r}"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"temperature": 9},
+        {"auth_type": "oauth2"},
+        {"api_base": 5},
+        {"model": ""},
+        {"api_key": 5, "api_base": "http://u:pa55-w0rd-9@h"},
+    ],
+)
+def test_a_validation_error_never_shows_the_key(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        LLMConfig(**{"api_key": "my-plain-key-1234", **bad})  # type: ignore[arg-type] (invalid on purpose)
+    text = f"{caught.value}{caught.value!r}"
+    assert "my-plain-key-1234" not in text
+    assert "pa55-w0rd-9" not in text
+    # The oauth2 rule is checked on its field, so errors() does not carry the whole input.
+    assert "my-plain-key-1234" not in repr(caught.value.errors())

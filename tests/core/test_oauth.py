@@ -8,11 +8,12 @@ import json
 import logging
 import socket
 import threading
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs, quote_plus, unquote_plus
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from kagura.core.oauth import (
     register_token_provider,
     unregister_token_provider,
 )
+from kagura.core.redact import redact
 from kagura.errors import AuthError, ConfigError
 
 CLIENT_ID = "kagura-client"
@@ -380,8 +382,68 @@ async def test_error_description_echoing_the_secret_is_scrubbed(
     with pytest.raises(AuthError, match="invalid_request") as info:
         await make_provider(token_server).get_token()
 
-    assert "bad secret **********" in str(info.value)
+    assert "bad secret [REDACTED]" in str(info.value)
     assert_no_secret(info.value)
+
+
+def assert_no_secret_in_chain(err: BaseException, *secrets: str) -> None:
+    text = "".join(traceback.format_exception(err)) + repr(err) + repr(err.args)
+    for secret in (SECRET, quote_plus(SECRET), TOKEN_PREFIX, *secrets):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("status", [400, 401, 500])
+async def test_an_endpoint_echoing_the_secret_or_a_token_never_shows_them(
+    token_server: TokenServer, sync: bool, status: int
+) -> None:
+    provider = make_provider(token_server, auth_method="client_secret_basic")
+    old_token = (await fetch(provider, sync=sync)).get_secret_value()
+    basic = base64.b64encode(f"{CLIENT_ID}:{quote_plus(SECRET)}".encode()).decode()
+    provider.invalidate()
+    token_server.state.status = status
+    token_server.state.body = json.dumps(
+        {
+            "error": f"invalid_client:{SECRET}",
+            "error_description": (
+                f"token {old_token} revoked; you sent {quote_plus(SECRET)} as Basic {basic}"
+            ),
+        }
+    ).encode()
+
+    with pytest.raises(AuthError, match=f"HTTP {status}") as info:
+        await fetch(provider, sync=sync)
+
+    assert "token [REDACTED] revoked" in str(info.value)
+    assert "invalid_client:[REDACTED]" in str(info.value)
+    assert_no_secret_in_chain(info.value, basic)
+
+
+async def test_a_200_echoing_the_secret_in_its_error_code_never_shows_it(
+    token_server: TokenServer,
+) -> None:
+    token_server.state.body = json.dumps({"error": f"bad_secret_{SECRET}"}).encode()
+
+    with pytest.raises(AuthError, match="no access_token") as info:
+        await make_provider(token_server).get_token()
+
+    assert_no_secret_in_chain(info.value)
+
+
+async def test_a_password_in_the_token_url_never_shows(token_server: TokenServer) -> None:
+    token_server.state.status = 401
+    url = token_server.url.replace("://", "://svc:url-pa55word@", 1)
+    provider = ClientCredentialsProvider(url, CLIENT_ID, SECRET)
+
+    with pytest.raises(AuthError) as info:
+        await provider.get_token()
+
+    assert_no_secret_in_chain(info.value, "url-pa55word")
+
+
+def test_a_static_token_is_remembered() -> None:
+    StaticTokenProvider("tok-static-remembered")
+    assert redact("401: tok-static-remembered expired") == "401: [REDACTED] expired"
 
 
 async def test_malformed_json(token_server: TokenServer) -> None:
@@ -582,3 +644,16 @@ def test_registry_rejects_bad_input(registry_names: list[str]) -> None:
 def test_missing_provider_is_an_auth_error() -> None:
     with pytest.raises(AuthError, match=r"no OAuth2 token provider named 'nope'"):
         get_token_provider("nope")
+
+
+async def test_a_long_description_is_cut_after_it_is_scrubbed(token_server: TokenServer) -> None:
+    token_server.state.status = 400
+    token_server.state.body = json.dumps(
+        {"error": "invalid_client", "error_description": "x" * 185 + f" {SECRET}"}
+    ).encode()
+
+    with pytest.raises(AuthError) as info:
+        await make_provider(token_server).get_token()
+
+    assert "x [REDACTED]" in str(info.value)
+    assert SECRET[:5] not in str(info.value)

@@ -12,7 +12,8 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 from structlog.testing import capture_logs
 
-from kagura.errors import ConfigError
+from kagura import LLMConfig
+from kagura.errors import AuthError, ConfigError
 from kagura.operators import tee_log
 from kagura.testing.scripted import marble_chunks
 
@@ -149,3 +150,21 @@ def test_the_name_is_redacted_too() -> None:
 def test_an_unknown_level_is_refused() -> None:
     with pytest.raises(ConfigError):
         tee_log(level="loud")  # type: ignore[arg-type]  # the error under test
+
+
+PLAIN_KEY = "my-plain-key-1234"  # not sk-shaped: scrubbed because the config remembers it
+
+
+def test_a_remembered_key_never_reaches_the_log() -> None:
+    LLMConfig(api_key=PLAIN_KEY)  # what every call does with its key
+    boom = AuthError(f"401: Incorrect API key provided: {PLAIN_KEY}", status_code=401)
+    scheduler = TestScheduler()
+    source = marble_chunks(
+        "-a-b-#", {"a": "echo ", "b": f"{PLAIN_KEY}!"}, scheduler=scheduler, error=boom
+    )
+    with capture_logs() as logs:
+        scheduler.start(lambda: source.pipe(tee_log(every_chunk=True, name=f"for {PLAIN_KEY}")))
+    assert PLAIN_KEY not in repr(logs)
+    events = by_event(logs)
+    assert events["stream.error"]["error"] == "401: Incorrect API key provided: [REDACTED]"
+    assert [e["text"] for e in logs if e["event"] == "stream.chunk"] == ["echo ", "[REDACTED]!"]

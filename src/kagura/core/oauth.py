@@ -8,7 +8,11 @@ grant with caching, early refresh and one shared fetch for concurrent callers;
 :class:`StaticTokenProvider` wraps a token you already hold. Providers can be
 registered under a name, so configuration can refer to them by that name.
 
-Secrets and tokens never appear in messages, reprs or logs:
+Secrets and tokens never appear in messages, reprs or logs: the client secret (and
+the Basic credential made of it), the credentials in ``token_url`` and every token
+fetched or given are remembered (:func:`kagura.core.redact.remember_secret`), and
+whatever the token endpoint answers is passed through :func:`kagura.core.redact.redact`
+before it reaches an :class:`~kagura.errors.AuthError`:
 
 >>> import asyncio
 >>> provider = ClientCredentialsProvider(
@@ -42,6 +46,7 @@ from urllib.parse import quote_plus
 import httpx
 from pydantic import SecretStr
 
+from kagura.core.redact import redact, redact_error, remember_secret, secrets_in_url
 from kagura.errors import AuthError, ConfigError
 
 __all__ = [
@@ -87,6 +92,7 @@ class StaticTokenProvider:
         secret = token if isinstance(token, SecretStr) else SecretStr(token)
         if not secret.get_secret_value():
             raise ConfigError("StaticTokenProvider needs a non-empty token")
+        remember_secret(secret.get_secret_value())
         self._token = secret
 
     async def get_token(self) -> SecretStr:
@@ -166,6 +172,10 @@ class ClientCredentialsProvider:
         )
         if not self._secret.get_secret_value():
             raise ConfigError("client_secret must not be empty")
+        remember_secret(self._secret.get_secret_value())
+        remember_secret(self._basic_credential())
+        for secret in secrets_in_url(token_url):
+            remember_secret(secret)
         self.scope = scope if scope is None or isinstance(scope, str) else " ".join(scope)
         self.audience = audience
         self.refresh_margin = float(refresh_margin)
@@ -262,12 +272,19 @@ class ClientCredentialsProvider:
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.auth_method == "client_secret_basic":
-            pair = f"{quote_plus(self.client_id)}:{quote_plus(self._secret.get_secret_value())}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+            headers["Authorization"] = "Basic " + self._basic_credential()
         return headers
+
+    def _basic_credential(self) -> str:
+        pair = f"{quote_plus(self.client_id)}:{quote_plus(self._secret.get_secret_value())}"
+        return base64.b64encode(pair.encode()).decode("ascii")
 
     def _store(self, response: httpx.Response, started: float) -> SecretStr:
         payload = self._parse(response)
+        remember_secret(payload["access_token"])
+        refresh_token = payload.get("refresh_token")
+        if isinstance(refresh_token, str):
+            remember_secret(refresh_token)
         token = SecretStr(payload["access_token"])
         lifetime = _lifetime(payload.get("expires_in"), self.refresh_margin)
         with self._state_lock:
@@ -293,10 +310,10 @@ class ClientCredentialsProvider:
             except httpx.HTTPStatusError as exc:
                 raise self._error(
                     f"HTTP {response.status_code}", fields, response.status_code
-                ) from exc
+                ) from redact_error(exc)
         if decode_error is not None:
             raise self._error("the response is not JSON", {}, response.status_code) from (
-                decode_error
+                redact_error(decode_error)
             )
         access_token = fields.get("access_token")
         if not isinstance(access_token, str) or not access_token:
@@ -310,14 +327,15 @@ class ClientCredentialsProvider:
             message += f", error {code!r}"
         description = _oauth_field(fields.get("error_description"))
         if description:
-            message += f" ({self._scrub(description)})"
+            message += f" ({description})"
         return AuthError(message, status_code=status)
 
     def _network_error(self, exc: httpx.HTTPError) -> AuthError:
+        redact_error(exc)  # it becomes the __cause__
         if isinstance(exc, httpx.TimeoutException):
             what = f"no answer within {self.timeout:g} s ({type(exc).__name__})"
         else:
-            what = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            what = f"{type(exc).__name__}: {exc}"  # scrubbed just above
         return AuthError(f"{self._describe()} failed: {what}")
 
     def _describe(self) -> str:
@@ -331,12 +349,6 @@ class ClientCredentialsProvider:
         if self._url.userinfo:
             return str(self._url.copy_with(username=None, password=None))
         return self.token_url
-
-    def _scrub(self, text: str) -> str:
-        secret = self._secret.get_secret_value()
-        for form in {secret, quote_plus(secret)}:
-            text = text.replace(form, "**********")
-        return text
 
 
 def _json_object(body: object) -> dict[str, Any]:
@@ -358,10 +370,13 @@ def _lifetime(expires_in: Any, margin: float) -> float:
 
 
 def _oauth_field(value: Any) -> str:
-    """An OAuth error code/description as printable text of bounded length, or ``""``."""
+    """An OAuth error code/description as redacted printable text of bounded length, or ``""``.
+
+    Redacted before it is cut, so no piece of a secret the server echoed survives.
+    """
     if not isinstance(value, str):
         return ""
-    text = "".join(ch for ch in value if ch.isprintable())
+    text = redact("".join(ch for ch in value if ch.isprintable()))
     return text if len(text) <= 200 else text[:200] + "..."
 
 

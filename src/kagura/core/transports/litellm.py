@@ -5,6 +5,11 @@ leaves the provider streaming unless someone calls its ``aclose()``. This
 transport's ``stream`` is an async generator whose ``finally`` does, so closing
 it (``break`` through :func:`contextlib.aclosing`, ``aclose()``, cancellation)
 closes the HTTP response at once.
+
+litellm reads provider keys from the environment itself, so before each request the
+values of secret-named environment variables (``ANTHROPIC_API_KEY``...) and the key
+sent are remembered (:func:`kagura.core.redact.remember_secret`): an error echoing
+them is scrubbed, whichever key litellm picked.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from kagura.core.events import (
     ToolCallDelta,
     Usage,
 )
+from kagura.core.redact import remember_environment_secrets, remember_secret
 from kagura.core.transports.base import ChatRequest
 from kagura.core.transports.litellm_errors import translate_litellm_error
 from kagura.errors import MissingAPIKeyError
@@ -37,6 +43,8 @@ class LiteLLMTransport:
     async def _kwargs(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         config = request.config
         api_key = await config.aget_api_key()
+        remember_secret(api_key)
+        remember_environment_secrets()  # about 1 µs per variable
         if api_key is None and config.api_base is None and not config.is_offline:
             _require_environment(config.model)
         kwargs: dict[str, Any] = {

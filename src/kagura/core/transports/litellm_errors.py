@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from kagura.core.redact import redact
+from kagura.core.redact import redact, redact_error
 from kagura.core.transports.base import error_for_status
 from kagura.errors import (
     LLMError,
@@ -35,8 +35,11 @@ def translate_litellm_error(exc: BaseException, *, model: str, started: bool) ->
 
     ``started`` says whether the stream had produced a chunk: litellm raises
     ``MidStreamFallbackError`` both for an error event in the stream and for a
-    dropped connection, so only the caller knows it is mid-stream.
+    dropped connection, so only the caller knows it is mid-stream. ``exc`` and its
+    chain are scrubbed in place (:func:`~kagura.core.redact.redact_error`), as they
+    stay attached as the ``__cause__``.
     """
+    redact_error(exc)
     if isinstance(exc, LLMError):
         return exc
     kind = type(exc).__name__
