@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from _wire_servers import RawServer, UvicornServer
 from kagura.core.config import LLMConfig
 from kagura.testing.loopback import LoopbackServer
 
@@ -23,8 +24,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-RECORDED = Path(__file__).resolve().parents[2] / "shared" / "data" / "openai-recorded"
-GOLDEN_RULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "golden_rules_en.json"
+DATA = Path(__file__).resolve().parent / "data"  # copied from shared/data, licence notes kept
+RECORDED = DATA / "openai-recorded"
+GOLDEN_RULES = DATA / "golden_rules_en.json"
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +68,19 @@ def loopback_config(loopback: LoopbackServer, transport: Literal["direct", "lite
 
 @pytest.fixture
 def recorded_dir() -> Path:
-    if not RECORDED.is_dir():
-        pytest.skip(
-            f"recorded streams not found at {RECORDED} (the shared/ folder beside the repo)"
-        )
     return RECORDED
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[RawServer]:
+    """A :class:`RawServer` in the test's loop; script it with ``enqueue`` or ``handler``."""
+    async with RawServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=["h11", "httptools"])
+def uvicorn_server(request: pytest.FixtureRequest) -> Iterator[UvicornServer]:
+    """A real uvicorn (in a subprocess, once per session) serving ``tests/_asgi_openai.py``,
+    once with each of its HTTP parsers."""
+    with UvicornServer(http=request.param) as server:
+        yield server

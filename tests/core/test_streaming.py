@@ -356,13 +356,13 @@ async def test_direct_transport_splits_sse_lines_only_at_newline(
 async def test_direct_transport_goes_through_the_proxy_the_environment_names(
     loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kagura.core.transports import direct
+    from kagura.core.transports import http
 
     # The loopback server is the proxy: the request reaches it in absolute form.
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{loopback.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+    http._proxy_for_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
     try:
         loopback.enqueue(Script.text("via the proxy"))
         config = LLMConfig(
@@ -377,11 +377,11 @@ async def test_direct_transport_goes_through_the_proxy_the_environment_names(
 
         # NO_PROXY exempts a host: this one is then reached directly (and does not exist).
         monkeypatch.setenv("NO_PROXY", "llm.example.invalid")
-        direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+        http._proxy_for_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
         with pytest.raises(ProviderError, match=r"could not reach llm\.example\.invalid"):
             await collect("x", config)
     finally:
-        direct._proxied_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
+        http._proxy_for_origin.cache_clear()  # pyright: ignore[reportPrivateUsage]
 
 
 def test_direct_transport_closes_its_connections_when_each_event_loop_ends(
@@ -396,8 +396,8 @@ def test_direct_transport_closes_its_connections_when_each_event_loop_ends(
     for _ in range(5):  # a program calling asyncio.run per request, as scripts do
         loopback.enqueue(Script.text("one loop"))
         assert "".join(asyncio.run(collect("x", config))) == "one loop"
-    pools = resolve_transport(config)._pools  # pyright: ignore[reportAttributeAccessIssue]
-    assert not any(loop.is_closed() for loop in pools)  # no ended loop kept alive
+    sessions = resolve_transport(config)._client._sessions  # pyright: ignore[reportAttributeAccessIssue]
+    assert not any(loop.is_closed() for loop in sessions)  # no ended loop kept alive
     deadline = time.monotonic() + 2.0
     while loopback.connections_open > before and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -13,8 +13,9 @@ from typing import Any
 
 from kagura.core.cache import cache_key, get_llm_cache
 from kagura.core.config import LLMConfig
+from kagura.core.redact import redact_error, redact_url
 from kagura.core.transports.base import ChatRequest, Transport
-from kagura.errors import ConfigError
+from kagura.errors import ConfigError, LLMError
 
 __all__ = ["LLMConfig", "call_llm", "prepare_request", "resolve_transport", "to_messages"]
 
@@ -103,7 +104,8 @@ def _cache_params(request: ChatRequest) -> dict[str, Any]:
         "temperature": config.temperature,
         "top_p": config.top_p,
         "max_tokens": config.max_tokens,
-        "api_base": config.api_base,
+        # The endpoint, never its credentials (user:password@, ?key=...).
+        "api_base": None if config.api_base is None else redact_url(config.api_base),
         **request.params,
     }
 
@@ -122,7 +124,11 @@ async def call_llm(
     transport = resolve_transport(request.config)
 
     async def compute() -> str:
-        return (await transport.complete(request)).text
+        try:
+            return (await transport.complete(request)).text
+        except LLMError as exc:
+            redact_error(exc)  # no credential a transport quoted leaves this layer
+            raise
 
     if not request.config.enable_cache or "tools" in request.params:
         return await compute()

@@ -32,8 +32,9 @@ from kagura.core.events import (
 )
 from kagura.core.llm import Messages, prepare_request, resolve_transport
 from kagura.core.metrics import StreamMetrics, estimate_tokens
+from kagura.core.redact import redact_error
 from kagura.core.transports.base import ChatRequest
-from kagura.errors import FirstTokenTimeout, IdleTimeout, LLMError, StreamError
+from kagura.errors import FirstTokenTimeout, IdleTimeout, KaguraError, LLMError, StreamError
 
 __all__ = [
     "Finish",
@@ -129,14 +130,19 @@ async def open_event_stream(
             yield m.usage
     except LLMError as exc:
         exc.with_progress(partial_text="".join(text_parts), usage=m.usage)
+        redact_error(exc)  # whatever a transport quoted, no credential leaves this layer
+        raise
+    except KaguraError:  # ConfigError (a ValueError): the caller's mistake, as raised
         raise
     except (OSError, ValueError) as exc:  # a transport bug or a broken socket, typed for the caller
-        raise StreamError(
-            f"stream from {config.model!r} failed: {type(exc).__name__}",
-            model=config.model,
-            partial_text="".join(text_parts),
-            usage=m.usage,
-        ) from exc
+        raise redact_error(
+            StreamError(
+                f"stream from {config.model!r} failed: {type(exc).__name__}",
+                model=config.model,
+                partial_text="".join(text_parts),
+                usage=m.usage,
+            )
+        ) from redact_error(exc)
     finally:
         m.ended_at = time.perf_counter()
 

@@ -1,30 +1,27 @@
-"""The direct transport: OpenAI-compatible Chat Completions over httpx, no litellm.
+"""The direct transport: OpenAI-compatible Chat Completions over aiohttp, no litellm.
 
 Used automatically for ``openai/...`` models, OpenAI model names (``gpt-4o``...)
 and any ``api_base`` that speaks the OpenAI protocol (Ollama, vLLM, proxies);
 ``LLMConfig(transport="litellm")`` opts out. It produces the same events, the
 same typed errors and the same cancellation behaviour as the litellm
-transport, at a fraction of the CPU per chunk: SSE lines are parsed by hand and
-JSON by ``pydantic_core.from_json`` (about 2.4 times faster than ``json.loads``
-here).
+transport, at a fraction of the CPU per chunk: the body goes through one
+incremental SSE reader (:mod:`kagura.core.transports.sse`) and JSON through
+``pydantic_core.from_json``.
 
-Retries: a request that fails before any byte of the answer (429, 5xx,
-connection errors) is retried ``config.max_retries`` times with exponential
-backoff, honouring ``Retry-After`` up to 8 s. A stream is never retried once
-it has started.
+The wire rules (retries before the answer starts, no redirects, header checks,
+keep-alive, proxies) are :mod:`kagura.core.transports.http`'s. The key is
+``api_key``, an OAuth2 token, or ``OPENAI_API_KEY`` from the environment (also
+with ``api_base``, as litellm does); with none of them a request to ``api_base``
+carries no ``Authorization`` (local servers need none).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
-import urllib.request
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Any, cast
 
-import httpx
+import aiohttp
 import pydantic_core
 
 from kagura.core.events import (
@@ -36,10 +33,22 @@ from kagura.core.events import (
     ToolCallDelta,
     Usage,
 )
-from kagura.core.redact import redact
+from kagura.core.redact import redact, remember_secret
 from kagura.core.transports.base import ChatRequest, error_for_status
-from kagura.core.transports.http11 import HTTP11Transport
+from kagura.core.transports.http import (
+    BodyWatch,
+    ErrorBody,
+    HeaderFactory,
+    HTTPClient,
+    check_header_value,
+    describe_error,
+    finish_body,
+    read_body,
+)
+from kagura.core.transports.sse import SSEDecoder
 from kagura.errors import (
+    AuthError,
+    ConfigError,
     LLMError,
     MissingAPIKeyError,
     ProviderError,
@@ -51,14 +60,12 @@ __all__ = [
     "DirectTransport",
     "events_from_chunk",
     "is_openai_compatible",
-    "sse_data",
 ]
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 _OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "ft:gpt-")
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-_MAX_BACKOFF = 8.0
 _USER_AGENT = "kagura (direct transport)"
+_DONE = b"[DONE]"
 
 
 def is_openai_compatible(model: str, api_base: str | None) -> bool:
@@ -76,92 +83,22 @@ def _model_name(model: str) -> str:
 class DirectTransport:
     """Sends requests to an OpenAI-compatible ``/chat/completions``.
 
-    Requests go straight to an :class:`~kagura.core.transports.http11.HTTP11Transport`
-    (no cookies, redirects or per-request URL merging to pay for), or through an
-    :class:`httpx.AsyncClient` when the environment names a proxy for the URL.
+    ``extra_headers={...}`` among a call's keyword arguments become HTTP headers
+    (checked like the key); every other keyword goes into the JSON body.
     """
 
     name = "direct"
 
-    def __init__(self) -> None:
-        # One pool and one proxy client per event loop: connections belong to their loop.
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTP11Transport] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._proxy_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, httpx.AsyncClient
-        ] = weakref.WeakKeyDictionary()
-        self._closers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, AsyncGenerator[None, None]
-        ] = weakref.WeakKeyDictionary()
-
-    async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop, pool: HTTP11Transport
-    ) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            if self._pools.get(loop) is pool:
-                await self.aclose()  # the loop's pool and proxy client
-            else:
-                await pool.aclose()  # replaced after an aclose(): idempotent
-
-    async def _send_once(self, request: httpx.Request) -> httpx.Response:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            # A new loop: read the proxy environment again, as a new client would.
-            _proxied_origin.cache_clear()
-            pool = self._pools[loop] = HTTP11Transport(max_keepalive=100)
-            # Idle connections hold their loop, so the weak key would never die: close them
-            # when the loop shuts down (asyncio.run closes every live async generator).
-            closer = self._close_at_shutdown(loop, pool)
-            await closer.__anext__()
-            self._closers[loop] = closer
-        if _proxied(request.url):
-            client = self._proxy_clients.get(loop)
-            if client is None or client.is_closed:
-                # httpx's own transports: it reads proxies from the environment only
-                # when it builds them itself.
-                client = httpx.AsyncClient(trust_env=True)
-                self._proxy_clients[loop] = client
-            return await client.send(request, stream=True)
-        response = await pool.handle_async_request(request)
-        response.request = request
-        return response
+    def __init__(self, client: HTTPClient | None = None) -> None:
+        self._client = client if client is not None else HTTPClient()
 
     async def aclose(self) -> None:
         """Close the connections of the running loop."""
-        loop = asyncio.get_running_loop()
-        pool = self._pools.pop(loop, None)
-        if pool is not None:
-            await pool.aclose()
-        client = self._proxy_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        await self._client.aclose()
 
-    async def _prepare(
-        self, request: ChatRequest, *, stream: bool
-    ) -> tuple[str, dict[str, str], dict[str, Any]]:
+    def _url_and_body(self, request: ChatRequest, *, stream: bool) -> tuple[str, bytes]:
         config = request.config
-        api_key = await config.aget_api_key()
-        if api_key is None and config.api_base is None:
-            api_key = os.environ.get("OPENAI_API_KEY")
-            if not api_key:
-                raise MissingAPIKeyError(
-                    f"no API key for model {config.model!r}: set the OPENAI_API_KEY "
-                    "environment variable or pass LLMConfig(api_key=...)",
-                    env_var="OPENAI_API_KEY",
-                    model=config.model,
-                )
         url = (config.api_base or OPENAI_API_BASE).rstrip("/") + "/chat/completions"
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-            "user-agent": _USER_AGENT,
-        }
-        if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
         body: dict[str, Any] = {
             "model": _model_name(config.model),
             "messages": list(request.messages),
@@ -173,102 +110,86 @@ class DirectTransport:
             body["max_tokens"] = config.max_tokens
         if stream:
             body["stream_options"] = {"include_usage": True}
-        body.update(request.params)
-        return url, headers, body
+        body.update((k, v) for k, v in request.params.items() if k != "extra_headers")
+        return url, pydantic_core.to_json(body)
 
-    async def _send(self, request: ChatRequest, *, stream: bool) -> httpx.Response:
-        """Send with retries before the answer starts; return an open, successful response."""
+    def _header_factory(self, request: ChatRequest, *, stream: bool) -> HeaderFactory:
         config = request.config
-        url, headers, body = await self._prepare(request, stream=stream)
-        timeout = {
-            "connect": min(30.0, config.request_timeout),
-            "read": config.request_timeout,
-            "write": config.request_timeout,
-            "pool": config.request_timeout,
-        }
-        content = pydantic_core.to_json(body)
-        attempt = 0
-        while True:
-            http_request = httpx.Request(
-                "POST",
-                _parsed_url(url),
-                headers=headers,
-                content=content,
-                extensions={"timeout": timeout},
-            )
-            try:
-                response = await self._send_once(http_request)
-            except httpx.TransportError as exc:
-                if attempt < config.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(_backoff(attempt, None))
-                    continue
-                raise ProviderError(
-                    f"{config.model!r}: could not reach {_host(url)}: {type(exc).__name__}",
-                    model=config.model,
-                ) from exc
-            if response.status_code < 400:
-                return response
-            try:
-                await response.aread()
-            except httpx.HTTPError:  # the status decides; a cut-short error body reads as empty
-                await response.aclose()
-                response = httpx.Response(
-                    response.status_code, headers=response.headers, request=http_request
+        extra = _extra_headers(request.params.get("extra_headers"))
+
+        async def headers() -> dict[str, str]:
+            sent = {
+                "content-type": "application/json",
+                "accept": "text/event-stream" if stream else "application/json",
+                "user-agent": _USER_AGENT,
+            }
+            if stream:
+                sent["accept-encoding"] = "identity"  # a compressed stream arrives in bursts
+            sent.update(extra)
+            api_key = await _api_key(request)
+            if api_key:
+                check_header_value(
+                    "authorization",
+                    api_key,
+                    error=AuthError if config.auth_type == "oauth2" else None,
                 )
-            finally:
-                await response.aclose()
-            if response.status_code in _RETRY_STATUSES and attempt < config.max_retries:
-                attempt += 1
-                await asyncio.sleep(_backoff(attempt, response.headers.get("retry-after")))
-                continue
-            cause = httpx.HTTPStatusError(
-                f"HTTP {response.status_code}", request=http_request, response=response
-            )
-            raise _status_error(response, config.model) from cause
+                sent["authorization"] = f"Bearer {api_key}"
+            return sent
+
+        return headers
+
+    async def _send(self, request: ChatRequest, *, stream: bool) -> aiohttp.ClientResponse:
+        config = request.config
+        url, body = self._url_and_body(request, stream=stream)
+        return await self._client.post(
+            url,
+            body,
+            config=config,
+            headers=self._header_factory(request, stream=stream),
+            error_for=lambda answer: _status_error(answer, config.model),
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Yield one streamed answer's events; closing this generator closes the HTTP stream."""
-        model = request.config.model
+        config = request.config
+        model = config.model
         response = await self._send(request, stream=True)
-        finished = False
+        watch = BodyWatch(response, config.request_timeout)
+        decoder = SSEDecoder(max_line_bytes=config.sse_max_line_bytes)
+        content = response.content
+        finished = done = False
         try:
-            # The body as it comes off the wire (one async generator less per stream and
-            # per chunk) unless it is content-encoded, which only a proxy path asks for.
-            body: AsyncIterable[bytes] = (
-                response.aiter_bytes()
-                if "content-encoding" in response.headers
-                else cast(httpx.AsyncByteStream, response.stream)
-            )
-            async for data in sse_data(body):
-                if data == b"[DONE]":
-                    finished = True
+            while not done:
+                data = await content.readany()
+                watch.touch()
+                if not data:
+                    decoder.end()
                     break
-                try:
-                    chunk: Any = pydantic_core.from_json(data)
-                except ValueError as exc:
-                    shown = redact(data[:80].decode("utf-8", "replace"))
-                    raise StreamError(
-                        f"stream from {model!r} sent malformed data: {shown!r}", model=model
-                    ) from exc
-                if not isinstance(chunk, dict):
-                    raise StreamError(f"stream from {model!r} sent a non-object chunk", model=model)
-                payload = cast(dict[str, Any], chunk)
-                if "error" in payload:
-                    raise StreamError(
-                        f"stream from {model!r} failed mid-stream: {_error_message(payload)}",
-                        model=model,
-                    )
-                for event in events_from_chunk(payload):
-                    if isinstance(event, Finish):
-                        finished = True
-                    yield event
-        except httpx.HTTPError as exc:
+                for sse in decoder.feed(data):
+                    payload = sse.data
+                    if payload == _DONE:
+                        done = finished = True
+                        break
+                    for event in _events(payload, model):
+                        if type(event) is Finish:
+                            finished = True
+                        yield event
+                if decoder.error is not None:  # a line too long: the server may stall after it
+                    raise decoder.error
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            response.close()
             raise StreamError(
-                f"stream from {model!r} failed mid-stream: {type(exc).__name__}", model=model
+                f"stream from {model!r} failed mid-stream: {describe_error(exc)}", model=model
             ) from exc
+        except BaseException:
+            response.close()  # a consumer that stopped early, a cancellation, an error
+            raise
         finally:
-            await response.aclose()
+            watch.stop()
+        if done:
+            await finish_body(response)
+        else:
+            response.release()
         if not finished:
             raise StreamError(f"stream from {model!r} ended before it finished", model=model)
 
@@ -277,19 +198,22 @@ class DirectTransport:
         model = request.config.model
         response = await self._send(request, stream=False)
         try:
-            raw = await response.aread()
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{model!r}: reading the answer failed", model=model) from exc
+            raw = await read_body(response, request.config.request_timeout)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ProviderError(
+                f"{model!r}: reading the answer failed: {describe_error(exc)}", model=model
+            ) from None
         finally:
-            await response.aclose()
+            response.release()
         try:
             payload: Any = pydantic_core.from_json(raw)
             choice: dict[str, Any] = payload["choices"][0]
             message: dict[str, Any] = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError):
+            shown = redact(raw[:80].decode("utf-8", "replace"))
             raise ProviderError(
-                f"{model!r}: the answer is not a chat completion", model=model
-            ) from exc
+                f"{model!r}: the answer is not a chat completion: {shown!r}", model=model
+            ) from None
         raw_calls: list[dict[str, Any]] = message.get("tool_calls") or []
         calls = tuple(
             ToolCall(
@@ -307,25 +231,58 @@ class DirectTransport:
         )
 
 
-async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """The payloads of an SSE byte stream's ``data:`` lines.
+async def _api_key(request: ChatRequest) -> str | None:
+    """The key to send (remembered, so no error or log line can quote it)."""
+    config = request.config
+    api_key = await config.aget_api_key()
+    if api_key is None:
+        api_key = os.environ.get("OPENAI_API_KEY") or None
+        if api_key is None and config.api_base is None:
+            raise MissingAPIKeyError(
+                f"no API key for model {config.model!r}: set the OPENAI_API_KEY "
+                "environment variable or pass LLMConfig(api_key=...)",
+                env_var="OPENAI_API_KEY",
+                model=config.model,
+            )
+    remember_secret(api_key)
+    return api_key
 
-    Lines end at LF (a CR before it is dropped), as the SSE format says; text
-    is never split at other Unicode line breaks (U+2028, U+0085), which may
-    appear inside the JSON. Comments, ``event:`` and blank lines are skipped.
-    """
-    pending = b""
-    async for chunk in chunks:
-        pending += chunk
-        if b"\n" not in chunk:
-            continue
-        lines = pending.split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if pending.startswith(b"data:"):
-        yield pending[5:].strip()
+
+def _extra_headers(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("extra_headers must be a mapping of header names to values")
+    headers: dict[str, str] = {}
+    for name, header in cast(Mapping[object, object], value).items():
+        if not isinstance(name, str) or not isinstance(header, str):
+            raise ConfigError("extra_headers names and values must be strings")
+        if not name or not all(
+            c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name
+        ):
+            raise ConfigError(f"extra_headers has an invalid header name {name!r}")
+        check_header_value(name, header)
+        headers[name.lower()] = header
+    return headers
+
+
+def _events(data: bytes, model: str) -> Iterator[StreamEvent]:
+    """The events of one SSE ``data`` payload: a ``chat.completion.chunk`` or an error."""
+    try:
+        chunk: Any = pydantic_core.from_json(data)
+    except ValueError:
+        shown = redact(data[:80].decode("utf-8", "replace"))
+        raise StreamError(
+            f"stream from {model!r} sent malformed data: {shown!r}", model=model
+        ) from None
+    if not isinstance(chunk, dict):
+        raise StreamError(f"stream from {model!r} sent a non-object chunk", model=model)
+    payload = cast(dict[str, Any], chunk)
+    if "error" in payload:
+        raise StreamError(
+            f"stream from {model!r} failed mid-stream: {_error_message(payload)}", model=model
+        )
+    return events_from_chunk(payload)
 
 
 def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
@@ -356,39 +313,6 @@ def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
         yield Finish(finish)
 
 
-def _backoff(attempt: int, retry_after: str | None) -> float:
-    if retry_after:
-        try:
-            return min(_MAX_BACKOFF, max(0.0, float(retry_after)))
-        except ValueError:
-            pass
-    return min(_MAX_BACKOFF, 0.25 * 2 ** (attempt - 1))
-
-
-def _host(url: str) -> str:
-    return _parsed_url(url).host
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed_url(url: str) -> httpx.URL:
-    return httpx.URL(url)
-
-
-def _proxied(url: httpx.URL) -> bool:
-    """True when the environment names a proxy for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...)."""
-    return _proxied_origin(url.scheme, url.host)
-
-
-@functools.lru_cache(maxsize=256)
-def _proxied_origin(scheme: str, host: str) -> bool:
-    # Read once per origin, as an httpx.AsyncClient reads the environment once: scanning
-    # os.environ costs more than the rest of a request.
-    proxies = urllib.request.getproxies()
-    if scheme not in proxies and "all" not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(host)
-
-
 def _error_message(payload: Mapping[str, Any]) -> str:
     error: Any = payload.get("error")
     if isinstance(error, dict):
@@ -398,13 +322,13 @@ def _error_message(payload: Mapping[str, Any]) -> str:
     return redact(str(message))[:300]
 
 
-def _status_error(response: httpx.Response, model: str) -> LLMError:
-    status = response.status_code
+def _status_error(answer: ErrorBody, model: str) -> LLMError:
+    status = answer.status
     detail, code = "", ""
     try:
-        parsed: Any = pydantic_core.from_json(response.content)
+        parsed: Any = pydantic_core.from_json(answer.body)
     except ValueError:
-        detail = redact(response.text[:200])
+        detail = redact(answer.body[:200].decode("utf-8", "replace"))
     else:
         if isinstance(parsed, dict):
             payload = cast(dict[str, Any], parsed)
@@ -414,4 +338,4 @@ def _status_error(response: httpx.Response, model: str) -> LLMError:
                 code = str(cast(dict[str, Any], error).get("code") or "")
     if code == "model_not_found":
         status = 404  # some servers answer 400 for an unknown model
-    return error_for_status(status, model=model, detail=detail or response.reason_phrase)
+    return error_for_status(status, model=model, detail=detail or answer.reason)

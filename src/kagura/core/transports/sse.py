@@ -18,8 +18,7 @@ bridge the transports use.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from kagura.errors import StreamError
 
@@ -31,9 +30,8 @@ DEFAULT_MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One dispatched event.
+class ServerSentEvent(NamedTuple):
+    """One dispatched event (a named tuple: half the cost of a frozen dataclass per event).
 
     ``data`` is the event's data lines joined with LF, as bytes; ``event`` its type
     (``"message"`` unless an ``event`` field said otherwise); ``id`` the stream's last
