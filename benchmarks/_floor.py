@@ -1,4 +1,11 @@
-"""The floor every benchmark compares with: a bare httpx loop reading SSE text deltas."""
+"""The floors every benchmark compares with: bare loops reading SSE text deltas.
+
+Two clients a careful user might write without kagura, doing the same work: POST
+the request, split the body into lines, ``json.loads`` each ``data:`` line, pick
+``choices[*].delta.content``, stop at ``[DONE]``. One over httpx (``aiter_lines``),
+one over aiohttp (``async for line in resp.content``), the library kagura's direct
+transport stands on.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,47 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 
-async def raw_httpx_texts(client: Any, url: str, *, model: str, prompt: str) -> AsyncIterator[str]:
-    """POST a streamed chat request with ``client`` (an httpx.AsyncClient) and yield the text.
-
-    ``aiter_lines`` + ``json.loads``: what a careful user writes with httpx alone.
-    """
-    body = {
+def _body(model: str, prompt: str) -> dict[str, Any]:
+    return {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    async with client.stream("POST", url, json=body) as response:
+
+
+async def raw_httpx_texts(client: Any, url: str, *, model: str, prompt: str) -> AsyncIterator[str]:
+    """POST a streamed chat request with ``client`` (an httpx.AsyncClient) and yield the text.
+
+    ``aiter_lines`` + ``json.loads``: what a careful user writes with httpx alone.
+    """
+    async with client.stream("POST", url, json=_body(model, prompt)) as response:
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                break
+            for choice in json.loads(data).get("choices") or ():
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    yield content
+
+
+async def raw_aiohttp_texts(
+    session: Any, url: str, *, model: str, prompt: str
+) -> AsyncIterator[str]:
+    """POST a streamed chat request with ``session`` (an aiohttp.ClientSession); yield the text.
+
+    ``async for line in resp.content`` + ``json.loads``: what a careful user writes with
+    aiohttp alone (lines arrive as bytes, which ``json.loads`` takes as they are).
+    """
+    async with session.post(url, json=_body(model, prompt)) as response:
+        async for line in response.content:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
                 break
             for choice in json.loads(data).get("choices") or ():
                 content = (choice.get("delta") or {}).get("content")

@@ -21,6 +21,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        # Other processes on a shared machine add CPU time and delay: how busy it was.
+        "load_avg_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d"),
     }
 

@@ -10,9 +10,13 @@ hide the next run's growth.
   scripted interval (p50, p99 over every gap of every stream); "steady" counts
   only the gaps between the moment every stream has received its first chunk
   and the moment the first stream ends, leaving out the storms of connections
-  opening and closing (empty when the streams never all run at once). The
-  ``raw httpx`` rows are an ``aiter_lines`` + ``json.loads`` client, the
-  ``kagura`` rows ``call_llm_stream`` on the direct transport.
+  opening and closing (empty when the streams never all run at once).
+- clients: ``raw httpx`` is an ``aiter_lines`` + ``json.loads`` loop (the floor),
+  ``raw aiohttp`` the same work over ``async for line in resp.content`` (the floor
+  of the library kagura's direct transport stands on), ``openai SDK``
+  ``AsyncOpenAI.chat.completions.create(stream=True)`` (its own HTTP client), ``kagura``
+  ``call_llm_stream`` on the direct transport. ``x httpx`` and ``x aiohttp`` are
+  CPU per chunk over that floor's in the same level and setup.
 - loop, gc: the client's event loop (asyncio's own, or uvloop) and garbage-collector
   thresholds (see ``GC_THRESHOLDS``).
 - TTFT: from a stream's start to its first chunk (connection included).
@@ -21,7 +25,8 @@ hide the next run's growth.
 - CPU per chunk: the client's ``process_time`` over the run (connections
   included) divided by the chunks received. ``client CPU`` and ``server CPU``
   are each process's CPU time over the run's wall time: near 100% means that
-  process sets the pace.
+  process sets the pace. ``load 1 min``: the machine's load average as the run
+  started (other processes on a shared machine add CPU time and delay).
 
 ``python -m benchmarks bench_concurrency``.
 """
@@ -34,15 +39,16 @@ import asyncio
 import gc
 import itertools
 import json
+import os
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
 
-from benchmarks._floor import raw_httpx_texts
+from benchmarks._floor import raw_aiohttp_texts, raw_httpx_texts
 from benchmarks._loopback_proc import (
     REPO,
     ServerProcess,
@@ -56,8 +62,8 @@ from benchmarks._loopback_proc import (
 from benchmarks._paced_server import PacedServer
 from benchmarks._report import print_table, save_json
 
-RAW, KAGURA = "raw httpx", "kagura"
-CLIENTS = (RAW, KAGURA)
+RAW, AIOHTTP, SDK, KAGURA = "raw httpx", "raw aiohttp", "openai SDK", "kagura"
+CLIENTS = (RAW, AIOHTTP, SDK, KAGURA)
 
 # CPython's default thresholds, and the setting the streaming guide recommends for a
 # process holding hundreds of streams: full collections only after 100 (not 10)
@@ -69,6 +75,7 @@ CLIENTS = (RAW, KAGURA)
 GC_DEFAULT, GC_TUNED = "default", "700/10/100"
 GC_THRESHOLDS = {GC_DEFAULT: (700, 10, 10), GC_TUNED: (700, 10, 100)}
 ASYNCIO, UVLOOP = "asyncio", "uvloop"
+Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,43 +95,92 @@ class Level:
     rate: float  # chunks per second per stream
     chunks: int  # per stream
     setups: tuple[Setup, ...] = (DEFAULT_SETUP,)
+    clients: tuple[str, ...] = CLIENTS
 
 
 # 1000 streams at 50 chunks/s is 50,000 chunks/s: more than one core can read in
 # Python (a bare asyncio Protocol that only counts chunks needs 82% of a core and
 # shows a 39 ms p99 here), so that row shows an overloaded client; the 1000 x 5/s
 # row has the 100 x 50/s row's total rate.
+# The openai SDK needs several hundred µs of CPU per chunk here, so from 100 x 50/s on
+# (5,000 chunks/s) it is overloaded too: its rows show how far behind it falls (one
+# 1000 x 5/s run takes about 40 s). At 1000 x 50/s it is left out (about 1.5 minutes
+# a run to show the same overload again).
+NO_SDK = tuple(c for c in CLIENTS if c != SDK)
 LEVELS = (
     Level(10, 50.0, 100),
     Level(100, 50.0, 100),
-    Level(1000, 50.0, 50, (DEFAULT_SETUP, Setup(UVLOOP))),
+    Level(1000, 50.0, 50, (DEFAULT_SETUP, Setup(UVLOOP)), NO_SDK),
     Level(1000, 5.0, 30, (DEFAULT_SETUP, Setup(gc=GC_TUNED), Setup(UVLOOP))),
 )
 PROMPT = "Tell me a story."
 RAMP_S = 1.0  # the streams start evenly spread over this many seconds
 
 
+def _opener(kind: str, url: str) -> tuple[Callable[[], AsyncIterator[str]], Closer]:
+    """How ``kind`` opens one stream, and how it closes its connections afterwards.
+
+    Every client may open as many connections as there are streams.
+    """
+    model = "gpt-4o-mini"
+    if kind == KAGURA:
+        import kagura
+
+        config = kagura.LLMConfig(
+            model=f"openai/{model}",
+            api_base=url,
+            api_key=SecretStr("sk-x"),
+            max_retries=0,
+            transport="direct",
+        )
+
+        async def nothing() -> None:
+            pass
+
+        return lambda: kagura.call_llm_stream(PROMPT, config), nothing
+    if kind == AIOHTTP:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=120.0),
+        )
+        endpoint = url + "/chat/completions"
+        return (
+            lambda: raw_aiohttp_texts(session, endpoint, model=model, prompt=PROMPT),
+            session.close,
+        )
+    if kind == SDK:
+        import openai
+
+        # Its own HTTP client, as users get it: up to 1000 connections (enough here).
+        sdk = openai.AsyncOpenAI(base_url=url, api_key="sk-x", max_retries=0, timeout=120.0)
+
+        async def sdk_texts() -> AsyncIterator[str]:
+            stream = await sdk.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": PROMPT}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+
+        return sdk_texts, sdk.close
+    import httpx
+
+    pool = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)
+    endpoint = url + "/chat/completions"
+    return lambda: raw_httpx_texts(pool, endpoint, model=model, prompt=PROMPT), pool.aclose
+
+
 async def _client_run(kind: str, url: str, streams: int, gc_mode: str) -> dict[str, Any]:
     """One run in this (fresh) process: ``streams`` concurrent streams; returns raw figures."""
     gc.set_threshold(*GC_THRESHOLDS[gc_mode])
-    import httpx
-
-    import kagura
-
     raise_nofile(streams * 2 + 256)
-    config = kagura.LLMConfig(
-        model="openai/gpt-4o-mini",
-        api_base=url,
-        api_key=SecretStr("sk-x"),
-        max_retries=0,
-        transport="direct",
-    )
-    pool = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)
-
-    def open_stream() -> AsyncIterator[str]:
-        if kind == KAGURA:
-            return kagura.call_llm_stream(PROMPT, config)
-        return raw_httpx_texts(pool, url + "/chat/completions", model="gpt-4o-mini", prompt=PROMPT)
+    open_stream, close = _opener(kind, url)
 
     async def one(arrivals: array.array[float], delay: float = 0.0) -> float:
         if delay:
@@ -155,7 +211,7 @@ async def _client_run(kind: str, url: str, streams: int, gc_mode: str) -> dict[s
     peak = max(peak, rss_kib())
     done.set()
     await sampler
-    await pool.aclose()
+    await close()
     return {
         "ttft_s": ttfts,
         "arrivals_s": [[t - wall0 for t in arr] for arr in arrivals],
@@ -171,6 +227,7 @@ def _run_level(server: ServerProcess, kind: str, level: Level, setup: Setup) -> 
     """Run one client process; summarise what it measured."""
     streams, rate = level.streams, level.rate
     interval = 1.0 / rate
+    load = os.getloadavg()[0]
     server_cpu0 = server.cpu_seconds()
     proc = subprocess.run(
         [
@@ -237,6 +294,7 @@ def _run_level(server: ServerProcess, kind: str, level: Level, setup: Setup) -> 
         "client_cpu_pct": raw["cpu_s"] / raw["wall_s"] * 100,
         "server_cpu_pct": server_cpu / raw["wall_s"] * 100,
         "wall_s": raw["wall_s"],
+        "load_avg_1_min_before": load,
     }
 
 
@@ -249,8 +307,12 @@ def main() -> None:
     for level in LEVELS:
         with PacedServer(chunks=level.chunks, interval=1.0 / level.rate) as server:
             for setup in level.setups:
-                for kind in CLIENTS:
-                    rows.append(_run_level(server, kind, level, setup))
+                group = [_run_level(server, kind, level, setup) for kind in level.clients]
+                floors = {r["client"]: r["cpu_us_per_chunk"] for r in group}
+                for r in group:
+                    r["ratio_to_httpx"] = r["cpu_us_per_chunk"] / floors[RAW]
+                    r["ratio_to_aiohttp"] = r["cpu_us_per_chunk"] / floors[AIOHTTP]
+                rows += group
     print_table(
         "Concurrent streams against a loopback server in another process "
         f"(started over {RAMP_S:g} s)",
@@ -267,8 +329,11 @@ def main() -> None:
             "TTFT p99 ms",
             "RSS/stream KiB",
             "CPU µs/chunk",
+            "x httpx",
+            "x aiohttp",
             "client CPU %",
             "server CPU %",
+            "load 1 min",
         ],
         [
             [
@@ -284,13 +349,40 @@ def main() -> None:
                 round(r["ttft_p99_ms"], 0),
                 round(r["rss_per_stream_kib"], 1),
                 round(r["cpu_us_per_chunk"], 1),
+                f"{r['ratio_to_httpx']:.2f}x",
+                f"{r['ratio_to_aiohttp']:.2f}x",
                 round(r["client_cpu_pct"], 0),
                 round(r["server_cpu_pct"], 0),
+                round(r["load_avg_1_min_before"], 1),
             ]
             for r in rows
         ],
     )
+    side_by_side = _side_by_side(rows)
+    print_table(
+        "CPU µs per chunk (p99 added delay), side by side; openai SDK "
+        "not run at 1000 x 50/s (see LEVELS)",
+        ["streams x chunks/s, loop, gc", *CLIENTS, "kagura x aiohttp"],
+        [
+            [
+                g["config"],
+                *(_cell(g["clients"].get(c)) for c in CLIENTS),
+                f"{g['kagura_x_aiohttp']:.2f}x",
+            ]
+            for g in side_by_side
+        ],
+    )
     targets: list[dict[str, Any]] = []
+    for g in side_by_side:
+        if g["streams"] >= 100:
+            ratio = g["kagura_x_aiohttp"]
+            targets.append(
+                {
+                    "target": f"{g['config']}: kagura CPU/chunk ≤ 1.1x raw aiohttp",
+                    "measured": f"{ratio:.2f}x",
+                    "pass": ratio <= 1.1,
+                }
+            )
     for r in rows:
         if r["client"] == KAGURA and r["streams"] == 1000:
             at = f"1000 streams x {r['rate_per_s']:g}/s, {r['loop']}, gc {r['gc']}"
@@ -314,7 +406,42 @@ def main() -> None:
         ["target", "measured", "result"],
         [[t["target"], t["measured"], "pass" if t["pass"] else "FAIL"] for t in targets],
     )
-    save_json("concurrency", {"ramp_s": RAMP_S, "runs": rows, "targets": targets})
+    save_json(
+        "concurrency",
+        {"ramp_s": RAMP_S, "runs": rows, "side_by_side": side_by_side, "targets": targets},
+    )
+
+
+def _side_by_side(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per level and setup: each client's CPU per chunk and p99 added delay."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["streams"], r["rate_per_s"], r["loop"], r["gc"])
+        group = groups.setdefault(
+            key,
+            {
+                "config": f"{r['streams']} x {r['rate_per_s']:g}/s, {r['loop']}, gc {r['gc']}",
+                "streams": r["streams"],
+                "clients": {},
+            },
+        )
+        group["clients"][r["client"]] = {
+            "cpu_us_per_chunk": r["cpu_us_per_chunk"],
+            "added_delay_p99_ms": r["added_delay_p99_ms"],
+            "steady_p99_ms": r["steady_p99_ms"],
+        }
+    for group in groups.values():
+        clients = group["clients"]
+        group["kagura_x_aiohttp"] = (
+            clients[KAGURA]["cpu_us_per_chunk"] / clients[AIOHTTP]["cpu_us_per_chunk"]
+        )
+    return list(groups.values())
+
+
+def _cell(figures: dict[str, Any] | None) -> str:
+    if figures is None:
+        return "not run"
+    return f"{figures['cpu_us_per_chunk']:.1f} ({figures['added_delay_p99_ms']:.1f} ms)"
 
 
 def _client_main() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks import bench_concurrency, bench_pipeline
-from benchmarks._loopback_proc import stream_text
+from benchmarks import bench_concurrency, bench_pipeline, bench_transports
+from benchmarks._loopback_proc import ServerProcess, stream_text
 from benchmarks._paced_server import PacedServer
 from pydantic import SecretStr
 
@@ -51,3 +51,18 @@ async def test_pipeline_benchmark_clients_yield_the_same_text() -> None:
         for name, stream in clients.items():
             texts[name] = "".join([t async for t in stream()])
     assert set(texts.values()) == {stream_text(bench_pipeline.CHUNKS)}
+
+
+async def test_transport_benchmark_clients_without_litellm_yield_the_same_text() -> None:
+    with ServerProcess(chunks=5) as server:
+        clients, close = bench_transports._clients(server.base_url)  # pyright: ignore[reportPrivateUsage]
+        texts: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(20):
+                for name, stream in clients.items():
+                    if "litellm" not in name and "pipeline" not in name:
+                        texts[name] = "".join([t async for t in stream()])
+        finally:
+            await close()
+    assert bench_transports.AIOHTTP_FLOOR in texts
+    assert set(texts.values()) == {stream_text(5)}, texts
