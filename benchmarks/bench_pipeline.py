@@ -44,7 +44,7 @@ def _clients(burst: int) -> dict[str, Callable[[], AsyncIterator[Any]]]:
     import structlog
 
     from kagura import operators as kops
-    from kagura.core.events import Finish, StreamEvent, TextDelta, Usage
+    from kagura.events import Finish, StreamEvent, TextDelta, Usage
     from kagura.pipes import from_async_iterable, text_deltas, to_async_iterator
 
     text = stream_text(CHUNKS)

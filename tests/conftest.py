@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from _wire_servers import RawServer, UvicornServer
-from kagura.core.config import LLMConfig
+from kagura.llm.config import LLMConfig
 from kagura.testing.loopback import LoopbackServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -11,7 +11,7 @@ from benchmarks._paced_server import PacedServer
 from pydantic import SecretStr
 
 import kagura
-from kagura.core.events import Finish, TextDelta, Usage
+from kagura.events import Finish, TextDelta, Usage
 
 
 async def test_paced_server_streams_the_benchmark_text_with_usage_and_finish() -> None:

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from _live_server import serve
-from kagura.core.transports.offline import BUNDLED_STORY
+from kagura.llm.transports.offline import BUNDLED_STORY
 from kagura.testing.loopback import LoopbackServer, Script
 
 CHROMIUM = Path("/usr/bin/chromium")

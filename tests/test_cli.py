@@ -302,8 +302,8 @@ def test_a_password_in_the_api_base_never_reaches_stderr(
 def test_the_debug_traceback_scrubs_the_chain_and_shows_no_locals() -> None:
     from rich.console import Console
 
+    from kagura._redact import remember_secret
     from kagura.cli import _report  # pyright: ignore[reportPrivateUsage] -- the unit under test
-    from kagura.core.redact import remember_secret
 
     remember_secret(PLAIN_KEY)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from kagura.core.cache import set_llm_cache
+from kagura.llm.cache import set_llm_cache
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 ROOT = DOCS.parent

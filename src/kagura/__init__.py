@@ -21,37 +21,14 @@ if TYPE_CHECKING:
     from kagura import operators as operators
     from kagura import pipes as pipes
     from kagura import testing as testing
-    from kagura.core.config import LLMConfig as LLMConfig
-    from kagura.core.decorators import Agent as Agent
-    from kagura.core.decorators import StreamingAgent as StreamingAgent
-    from kagura.core.decorators import agent as agent
-    from kagura.core.events import (
-        Finish as Finish,
-    )
-    from kagura.core.events import (
-        StreamEvent as StreamEvent,
-    )
-    from kagura.core.events import (
-        TextDelta as TextDelta,
-    )
-    from kagura.core.events import (
-        ToolCall as ToolCall,
-    )
-    from kagura.core.events import (
-        ToolCallDelta as ToolCallDelta,
-    )
-    from kagura.core.events import (
-        Usage as Usage,
-    )
-    from kagura.core.llm import call_llm as call_llm
-    from kagura.core.memory import ConversationMemory as ConversationMemory
-    from kagura.core.metrics import StreamMetrics as StreamMetrics
-    from kagura.core.streaming import call_llm_stream as call_llm_stream
-    from kagura.core.streaming import stream_events as stream_events
-    from kagura.core.streaming import stream_to_string as stream_to_string
-    from kagura.core.tools import Tool as Tool
-    from kagura.core.tools import ToolLoopError as ToolLoopError
-    from kagura.core.tools import tool as tool
+    from kagura._redact import redact as redact
+    from kagura._redact import remember_secret as remember_secret
+    from kagura.agents.decorator import Agent as Agent
+    from kagura.agents.decorator import StreamingAgent as StreamingAgent
+    from kagura.agents.decorator import agent as agent
+    from kagura.agents.memory import ConversationMemory as ConversationMemory
+    from kagura.agents.tools import Tool as Tool
+    from kagura.agents.tools import tool as tool
     from kagura.errors import (
         AuthError as AuthError,
     )
@@ -76,6 +53,33 @@ if TYPE_CHECKING:
     from kagura.errors import (
         StreamError as StreamError,
     )
+    from kagura.errors import (
+        ToolLoopError as ToolLoopError,
+    )
+    from kagura.events import (
+        Finish as Finish,
+    )
+    from kagura.events import (
+        StreamEvent as StreamEvent,
+    )
+    from kagura.events import (
+        TextDelta as TextDelta,
+    )
+    from kagura.events import (
+        ToolCall as ToolCall,
+    )
+    from kagura.events import (
+        ToolCallDelta as ToolCallDelta,
+    )
+    from kagura.events import (
+        Usage as Usage,
+    )
+    from kagura.llm.call import call_llm as call_llm
+    from kagura.llm.config import LLMConfig as LLMConfig
+    from kagura.llm.metrics import StreamMetrics as StreamMetrics
+    from kagura.llm.streaming import call_llm_stream as call_llm_stream
+    from kagura.llm.streaming import stream_events as stream_events
+    from kagura.llm.streaming import stream_to_string as stream_to_string
     from kagura.pipes import AgentStream as AgentStream
     from kagura.pipes import from_llm as from_llm
     from kagura.pipes import from_llm_events as from_llm_events
@@ -85,22 +89,22 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (loaded on first access)
 _EXPORTS: dict[str, str] = {
-    "LLMConfig": "kagura.core.config",
-    "call_llm": "kagura.core.llm",
-    "call_llm_stream": "kagura.core.streaming",
-    "stream_events": "kagura.core.streaming",
-    "stream_to_string": "kagura.core.streaming",
-    "StreamMetrics": "kagura.core.metrics",
+    "LLMConfig": "kagura.llm.config",
+    "call_llm": "kagura.llm.call",
+    "call_llm_stream": "kagura.llm.streaming",
+    "stream_events": "kagura.llm.streaming",
+    "stream_to_string": "kagura.llm.streaming",
+    "StreamMetrics": "kagura.llm.metrics",
     "AgentStream": "kagura.pipes",
     "from_llm": "kagura.pipes",
     "from_llm_events": "kagura.pipes",
     "to_async_iterator": "kagura.pipes",
-    "Finish": "kagura.core.events",
-    "StreamEvent": "kagura.core.events",
-    "TextDelta": "kagura.core.events",
-    "ToolCall": "kagura.core.events",
-    "ToolCallDelta": "kagura.core.events",
-    "Usage": "kagura.core.events",
+    "Finish": "kagura.events",
+    "StreamEvent": "kagura.events",
+    "TextDelta": "kagura.events",
+    "ToolCall": "kagura.events",
+    "ToolCallDelta": "kagura.events",
+    "Usage": "kagura.events",
     "AuthError": "kagura.errors",
     "ConfigError": "kagura.errors",
     "FirstTokenTimeout": "kagura.errors",
@@ -109,13 +113,15 @@ _EXPORTS: dict[str, str] = {
     "LLMError": "kagura.errors",
     "ParseError": "kagura.errors",
     "StreamError": "kagura.errors",
-    "agent": "kagura.core.decorators",
-    "Agent": "kagura.core.decorators",
-    "StreamingAgent": "kagura.core.decorators",
-    "ConversationMemory": "kagura.core.memory",
-    "Tool": "kagura.core.tools",
-    "ToolLoopError": "kagura.core.tools",
-    "tool": "kagura.core.tools",
+    "agent": "kagura.agents.decorator",
+    "Agent": "kagura.agents.decorator",
+    "StreamingAgent": "kagura.agents.decorator",
+    "ConversationMemory": "kagura.agents.memory",
+    "Tool": "kagura.agents.tools",
+    "ToolLoopError": "kagura.errors",
+    "redact": "kagura._redact",
+    "remember_secret": "kagura._redact",
+    "tool": "kagura.agents.tools",
 }
 _SUBMODULES = frozenset({"errors", "operators", "pipes", "testing"})
 
@@ -151,6 +157,8 @@ __all__ = [
     "from_llm_events",
     "operators",
     "pipes",
+    "redact",
+    "remember_secret",
     "stream_events",
     "stream_to_string",
     "testing",

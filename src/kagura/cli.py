@@ -44,7 +44,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from kagura.core.config import LLMConfig
+    from kagura.llm.config import LLMConfig
     from kagura.pipes import AgentStream
 
 __all__ = ["app", "main", "resolve_model"]
@@ -82,7 +82,7 @@ def resolve_model(explicit: str | None = None) -> tuple[str, str]:
 
 
 def _config(model: str) -> LLMConfig:
-    from kagura.core.config import LLMConfig
+    from kagura.llm.config import LLMConfig
 
     return LLMConfig(model=model, api_base=os.environ.get("KAGURA_API_BASE") or None)
 
@@ -281,7 +281,7 @@ class _View:
         stream = self.stream
         if stream is None:
             return Text("")
-        from kagura.core.metrics import estimate_tokens
+        from kagura.llm.metrics import estimate_tokens
 
         m = stream.metrics
         now = time.perf_counter()
@@ -390,7 +390,7 @@ def _report(exc: Exception, err: Console, *, model: str, debug: bool) -> None:
     The messages of ``exc`` and of every exception in its chain are scrubbed first, and
     the traceback shows no local variables (they hold keys and prompts).
     """
-    from kagura.core.redact import redact, redact_error
+    from kagura._redact import redact, redact_error
     from kagura.errors import KaguraError, MissingAPIKeyError
 
     redact_error(exc)

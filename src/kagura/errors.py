@@ -10,17 +10,18 @@
     │   ├── RateLimitError                  429
     │   ├── ModelNotFoundError              names the model
     │   ├── ProviderError                   other provider/transport failures
-    │   └── StreamError                     failed after the stream started
-    │       ├── FirstTokenTimeout (also TimeoutError)
-    │       └── IdleTimeout       (also TimeoutError)
+    │   ├── StreamError                     failed after the stream started
+    │   │   ├── FirstTokenTimeout (also TimeoutError)
+    │   │   └── IdleTimeout       (also TimeoutError)
+    │   └── ToolLoopError                   the model still asked for tools after max rounds
     ├── ParseError (also ValueError)        model output did not parse/validate
     └── StreamConsumedError (also RuntimeError)
 
 Every :class:`LLMError` carries ``partial_text`` (the text received before the
 failure, ``""`` if none) and ``usage`` (the usage known so far, or ``None``);
 the provider's original exception stays as ``__cause__``. Messages never contain
-credentials: build them with :func:`kagura.core.redact.redact` when quoting
-anything that came from a provider.
+credentials: the LLM layer scrubs every error that leaves it of the secrets it
+sent (see :func:`kagura.redact`).
 
 >>> try:
 ...     raise StreamError("connection dropped", partial_text="Hello, wor")
@@ -34,7 +35,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kagura.core.events import Usage
+    from collections.abc import Sequence
+
+    from kagura.events import ToolCall, Usage
 
 __all__ = [
     "AuthError",
@@ -50,6 +53,7 @@ __all__ = [
     "RateLimitError",
     "StreamConsumedError",
     "StreamError",
+    "ToolLoopError",
 ]
 
 
@@ -177,3 +181,26 @@ class ParseError(KaguraError, ValueError):
 
 class StreamConsumedError(KaguraError, RuntimeError):
     """A one-shot stream was iterated a second time."""
+
+
+class ToolLoopError(LLMError):
+    """The model still asked for tools after ``max_rounds`` rounds of tool calls.
+
+    Attributes:
+        rounds: how many rounds of tools ran.
+        tool_calls: every call the model made, the unanswered last round included.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rounds: int,
+        tool_calls: Sequence[ToolCall],
+        model: str | None = None,
+        partial_text: str = "",
+        usage: Usage | None = None,
+    ) -> None:
+        super().__init__(message, model=model, partial_text=partial_text, usage=usage)
+        self.rounds = rounds
+        self.tool_calls = list(tool_calls)

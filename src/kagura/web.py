@@ -65,7 +65,7 @@ import pydantic_core
 import structlog
 from pydantic import BaseModel
 
-from kagura.core.redact import redact
+from kagura import redact
 from kagura.errors import KaguraError
 from kagura.pipes import AgentStream
 

@@ -15,8 +15,8 @@ from reactivex import operators as rx
 from reactivex.scheduler import NewThreadScheduler
 from reactivex.testing import TestScheduler
 
-from kagura.core.config import LLMConfig
 from kagura.errors import StreamError
+from kagura.llm.config import LLMConfig
 from kagura.operators import throttle
 from kagura.pipes import from_async_iterable, from_llm, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script

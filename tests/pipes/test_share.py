@@ -9,7 +9,7 @@ from reactivex import abc
 from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.subscription import Subscription
 
-from kagura.core.config import LLMConfig
+from kagura.llm.config import LLMConfig
 from kagura.pipes import from_async_iterable, from_llm, share_stream, to_async_iterator
 from kagura.pipes.adapter import ObservableIterator
 from kagura.testing.loopback import LoopbackServer, Script

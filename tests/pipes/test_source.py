@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from reactivex import operators as rx
 
-from kagura.core.config import LLMConfig
-from kagura.core.events import Finish, StreamEvent, TextDelta, Usage
-from kagura.core.metrics import StreamMetrics
 from kagura.errors import StreamError
+from kagura.events import Finish, StreamEvent, TextDelta, Usage
+from kagura.llm.config import LLMConfig
+from kagura.llm.metrics import StreamMetrics
 from kagura.pipes import from_async_iterable, from_llm, from_llm_events, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.testing.strategies import text_and_chunkings
@@ -253,7 +253,7 @@ async def test_random_early_breaks_leave_no_stream_open(
 def test_text_deltas_keeps_text_and_records_per_subscription() -> None:
     from reactivex.testing.marbles import marbles_testing
 
-    from kagura.core.events import Finish, TextDelta, Usage
+    from kagura.events import Finish, TextDelta, Usage
     from kagura.pipes import text_deltas
 
     events = {"t": TextDelta("t"), "u": Usage(1, 1, 2), "f": Finish("stop")}

@@ -10,10 +10,10 @@ from typing import TypeVar
 import pytest
 from reactivex import operators as rx
 
-from kagura.core.config import LLMConfig
-from kagura.core.events import Usage
-from kagura.core.metrics import estimate_tokens
 from kagura.errors import StreamConsumedError, StreamError
+from kagura.events import Usage
+from kagura.llm.config import LLMConfig
+from kagura.llm.metrics import estimate_tokens
 from kagura.operators import accumulate, chunk_words
 from kagura.pipes import AgentStream, StreamOutcome, to_async_iterator
 from kagura.testing.loopback import LoopbackServer, Script

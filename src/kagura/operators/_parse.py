@@ -2,7 +2,7 @@
 
 Both skip prose or a Markdown fence before the first ``{`` or ``[`` and ignore whatever
 follows the end of that value. Parsing is incremental
-(:class:`~kagura.core.incremental_json.IncrementalJSONParser`), so the cost is linear in
+(an incremental JSON parser), so the cost is linear in
 the output's size however finely it is chunked.
 """
 
@@ -28,7 +28,7 @@ from pydantic import (
 )
 from reactivex import Observable, abc
 
-from kagura.core.incremental_json import MISSING, IncrementalJSONParser, JSONSyntaxError
+from kagura._json.incremental import MISSING, IncrementalJSONParser, JSONSyntaxError
 from kagura.errors import ConfigError, ParseError
 
 __all__ = ["parse_items", "parse_model"]

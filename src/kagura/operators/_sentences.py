@@ -10,8 +10,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
 from kagura.errors import ConfigError
-from kagura.operators._scheduling import resolve_scheduler
 from kagura.operators._segmenter import WHITESPACE, SentenceSegmenter
+from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["buffer_sentences"]
 

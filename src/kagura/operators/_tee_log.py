@@ -11,9 +11,9 @@ import structlog
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from kagura.core.redact import redact
+from kagura import redact
 from kagura.errors import ConfigError
-from kagura.operators._scheduling import resolve_scheduler
+from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["tee_log"]
 
@@ -52,7 +52,7 @@ def tee_log(
     Every event carries ``stream=name`` when ``name`` is given. Times come
     from the scheduler's clock (``scheduler or subscribe_scheduler or``
     :class:`~reactivex.scheduler.TimeoutScheduler`). Logged values are passed
-    through :func:`kagura.core.redact.redact`; a logger that raises is ignored.
+    through :func:`kagura.redact`; a logger that raises is ignored.
 
     Marble (any timespan; the output is the input)::
 

@@ -10,7 +10,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
 
 from kagura.errors import ConfigError
-from kagura.operators._scheduling import resolve_scheduler
+from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["throttle"]
 

@@ -11,7 +11,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
 
 from kagura.errors import ConfigError, FirstTokenTimeout, IdleTimeout
-from kagura.operators._scheduling import resolve_scheduler
+from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["first_token_timeout", "idle_timeout"]
 

@@ -14,7 +14,7 @@ block see the whole stream.
 
 >>> import asyncio
 >>> from kagura.pipes import from_llm, share_stream, to_async_iterator
->>> from kagura.core.config import LLMConfig
+>>> from kagura.llm.config import LLMConfig
 >>> async def main():
 ...     shared = from_llm("a b", LLMConfig(model="kagura/echo")).pipe(share_stream())
 ...     first, second = to_async_iterator(shared), to_async_iterator(shared)

@@ -11,7 +11,7 @@ loop's thread, with no thread hop per item.
 
 >>> import asyncio, reactivex
 >>> from kagura.pipes import from_llm, to_async_iterator
->>> from kagura.core.config import LLMConfig
+>>> from kagura.llm.config import LLMConfig
 >>> async def main():
 ...     answer = from_llm("a b c", LLMConfig(model="kagura/echo"))
 ...     return [t async for t in to_async_iterator(answer)]
@@ -31,11 +31,11 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from kagura.core.config import LLMConfig
-from kagura.core.events import StreamEvent, TextDelta
-from kagura.core.llm import Messages, prepare_request
-from kagura.core.metrics import StreamMetrics
-from kagura.core.streaming import open_event_stream
+from kagura.events import StreamEvent, TextDelta
+from kagura.llm.config import LLMConfig
+from kagura.llm.metrics import StreamMetrics
+from kagura.llm.request import Messages, prepare_request
+from kagura.llm.streaming import open_event_stream
 from kagura.pipes._demand import current_demand
 
 __all__ = ["from_async_iterable", "from_llm", "from_llm_events", "text_deltas"]

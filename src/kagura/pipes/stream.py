@@ -7,7 +7,7 @@ subscription). It is consumed once: a second ``async for`` raises
 :class:`~kagura.errors.StreamConsumedError`.
 
 >>> import asyncio
->>> from kagura.core.config import LLMConfig
+>>> from kagura.llm.config import LLMConfig
 >>> from kagura.pipes import AgentStream
 >>> async def main():
 ...     stream = AgentStream.from_llm("Hello there", LLMConfig(model="kagura/echo"))
@@ -26,11 +26,11 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from reactivex import Observable
 
-from kagura.core.config import LLMConfig
-from kagura.core.events import StreamEvent, ToolCall, Usage
-from kagura.core.llm import Messages
-from kagura.core.metrics import StreamMetrics
 from kagura.errors import StreamConsumedError
+from kagura.events import StreamEvent, ToolCall, Usage
+from kagura.llm.config import LLMConfig
+from kagura.llm.metrics import StreamMetrics
+from kagura.llm.request import Messages
 from kagura.pipes.adapter import DEFAULT_MAX_BUFFER, ObservableIterator, to_async_iterator
 from kagura.pipes.source import from_llm_events, text_deltas
 

@@ -30,7 +30,7 @@ from reactivex.testing.coldobservable import ColdObservable
 from reactivex.testing.recorded import Recorded
 
 from kagura.errors import ConfigError
-from kagura.operators._scheduling import resolve_scheduler
+from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["marble_chunks", "scripted_stream"]
 

@@ -1,1 +1,0 @@
-"""Transports turn a chat request into a stream of typed events."""

@@ -1,0 +1,406 @@
+"""@agent without streaming: the decorator, prompts, return-type parsing, cache, memory, tools."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel
+
+from kagura import ConversationMemory, LLMConfig, agent
+from kagura.agents.tools import ToolLoopError
+from kagura.errors import ConfigError, ParseError
+from kagura.llm.cache import LLMCache, get_llm_cache, set_llm_cache
+from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
+
+ECHO = LLMConfig(model="kagura/echo")
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[LLMCache]:
+    cache = LLMCache()
+    set_llm_cache(cache)
+    yield cache
+    set_llm_cache(None)
+
+
+def user_content(loopback: LoopbackServer, i: int = -1) -> str:
+    return loopback.requests[i].body["messages"][-1]["content"]
+
+
+# -- the decorator ---------------------------------------------------------------------------
+async def test_bare_and_called_forms() -> None:
+    @agent
+    async def plain(text: str) -> str:
+        """{{ text }}"""
+        ...
+
+    @agent(config=ECHO)
+    async def configured(text: str) -> str:
+        """{{ text }}"""
+        ...
+
+    assert plain.config.model == LLMConfig().model
+    assert await configured("hello there") == "hello there"
+
+
+async def test_wraps_the_function_and_never_runs_its_body() -> None:
+    calls: list[str] = []
+
+    async def summarize(text: str, words: int = 10) -> str:
+        """Summarize in {{ words }} words: {{ text }}"""
+        calls.append(text)
+        raise AssertionError("the body never runs")
+
+    wrapped = agent(config=ECHO)(summarize)
+    assert wrapped.__name__ == "summarize"
+    assert wrapped.__doc__ == summarize.__doc__
+    assert wrapped.__wrapped__ is summarize  # type: ignore[attr-defined] (set by functools.wraps)
+    assert inspect.signature(wrapped) == inspect.signature(summarize)
+    assert inspect.iscoroutinefunction(wrapped)
+    assert await wrapped("tea") == "Summarize in 10 words: tea"
+    assert calls == []
+
+
+async def test_sync_functions_become_awaitable_agents() -> None:
+    @agent(config=ECHO)
+    def echo(text: str) -> str:
+        """{{ text }}"""
+        return text
+
+    assert await echo("one two") == "one two"
+
+
+def test_missing_docstring_names_the_agent() -> None:
+    async def no_doc(topic: str) -> str: ...
+
+    with pytest.raises(ConfigError, match=r"agent 'no_doc' has no docstring"):
+        agent(no_doc)
+
+
+def test_undefined_variable_names_the_agent_and_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"agent 'storyteller'.*'topik'.*parameters: topic"):
+
+        @agent
+        async def storyteller(topic: str) -> str:
+            """Write a story about {{ topik }}"""
+            ...
+
+
+async def test_undefined_attribute_at_call_time() -> None:
+    @agent(config=ECHO)
+    async def greet(user: dict[str, str]) -> str:
+        """Hello {{ user.nmae }}"""
+        ...
+
+    with pytest.raises(ConfigError, match=r"agent 'greet'.*nmae"):
+        await greet({"name": "Ann"})
+
+
+async def test_arguments_are_checked_like_a_call() -> None:
+    @agent(config=ECHO)
+    async def pair(a: str, b: str = "B") -> str:
+        """{{ a }}{{ b }}"""
+        ...
+
+    with pytest.raises(TypeError):
+        await pair()  # type: ignore[call-arg] (the missing argument is the test)
+    assert await pair("A") == "AB"
+    assert await pair(b="b", a="a") == "ab"
+
+
+async def test_var_keyword_arguments_are_template_variables() -> None:
+    @agent(config=ECHO)
+    async def fill(template_name: str, **fields: str) -> str:
+        """{{ template_name }}: {{ city }} {{ fields | length }}"""
+        ...
+
+    assert await fill("t", city="Oslo") == "t: Oslo 1"
+    with pytest.raises(ConfigError, match="'city'"):
+        await fill("t")
+
+
+def test_prompt_shows_what_a_call_sends() -> None:
+    @agent(config=ECHO)
+    async def count(word: str) -> int:
+        """How many letters in {{ word }}?"""
+        ...
+
+    prompt = count.prompt("tea")
+    assert prompt.startswith("How many letters in tea?\n\n")
+    assert "integer" in prompt
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"pipeline": [lambda o: o]}, "pipeline= applies to streams"),
+        ({"items": True}, "items=True applies to streams"),
+        ({"max_tokens": 5}, "max_tokens must be set on LLMConfig"),
+        ({"temperature": 5.0}, "invalid settings: temperature"),
+        ({"max_tool_rounds": -1}, "max_tool_rounds"),
+        ({"enable_memory": True, "max_messages": 0}, "max_messages"),
+    ],
+)
+def test_conflicting_options_are_config_errors(options: dict[str, Any], match: str) -> None:
+    async def fn(x: str) -> str:
+        """{{ x }}"""
+        ...
+
+    with pytest.raises(ConfigError, match=match):
+        agent(**options)(fn)
+
+
+def test_iterator_annotation_needs_stream() -> None:
+    async def chunks(x: str) -> AsyncIterator[str]:
+        """{{ x }}"""
+        ...
+
+    with pytest.raises(ConfigError, match="add stream=True"):
+        agent(chunks)
+
+
+# -- calls over real HTTP -----------------------------------------------------------------------
+async def test_non_streaming_default(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.text("A tale of dragons."))
+
+    @agent(config=loopback_config)
+    async def storyteller(topic: str) -> str:
+        """Write a story about {{ topic }}"""
+        ...
+
+    assert await storyteller("dragons") == "A tale of dragons."
+    body = loopback.requests[0].body
+    assert body.get("stream") in (None, False)
+    assert body["messages"] == [{"role": "user", "content": "Write a story about dragons"}]
+
+
+async def test_answers_are_cached(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    loopback.enqueue(Script.text("first"), Script.text("second"))
+
+    @agent(config=loopback_config)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    assert await ask("same") == "first"
+    assert await ask("same") == "first"
+    assert await ask("other") == "second"
+    assert len(loopback.requests) == 2
+    assert get_llm_cache().stats().hits == 1
+
+
+async def test_model_temperature_and_provider_kwargs(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    @agent(config=loopback_config, model="openai/gpt-4o", temperature=0.1, seed=7)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    assert ask.config.api_base == loopback_config.api_base
+    assert await ask("hi") == "hi"
+    body = loopback.requests[0].body
+    assert (body["model"], body["temperature"], body["seed"]) == ("gpt-4o", 0.1, 7)
+
+
+async def test_structured_return_gets_the_schema_and_parses(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text('```json\n{"name": "Ann", "age": 36}\n```'))
+
+    @agent(config=loopback_config)
+    async def extract(text: str) -> Person:
+        """Extract the person from: {{ text }}"""
+        ...
+
+    assert await extract("Ann is 36.") == Person(name="Ann", age=36)
+    prompt = user_content(loopback)
+    assert prompt.startswith("Extract the person from: Ann is 36.\n\n")
+    assert '"age":{"title":"Age","type":"integer"}' in prompt
+
+
+async def test_locally_defined_return_types_resolve() -> None:
+    class Local(BaseModel):
+        word: str
+
+    @agent(config=ECHO)
+    async def wrap(word: str) -> Local:
+        """{"word": "{{ word }}"}"""
+        ...
+
+    assert await wrap("tea") == Local(word="tea")
+
+
+async def test_forward_references_resolve_on_the_first_call() -> None:
+    @agent(config=ECHO)
+    async def later(word: str) -> DefinedLater:
+        """{"word": "{{ word }}"}"""
+        ...
+
+    assert await later("tea") == DefinedLater(word="tea")
+
+
+class DefinedLater(BaseModel):
+    word: str
+
+
+@pytest.mark.parametrize(
+    ("answer", "annotation", "expected"),
+    [
+        ("42", int, 42),
+        ("The answer is 3.5", float, 3.5),
+        ("Yes.", bool, True),
+        ("null", int | None, None),
+        ('["a", "b"]', list[str], ["a", "b"]),
+        ("Negative", Literal["positive", "negative"], "negative"),
+    ],
+)
+async def test_scalar_and_container_returns(
+    loopback: LoopbackServer,
+    loopback_config: LLMConfig,
+    answer: str,
+    annotation: Any,
+    expected: Any,
+) -> None:
+    loopback.enqueue(Script.text(answer))
+
+    async def ask(q: str) -> Any:
+        """{{ q }}"""
+        ...
+
+    ask.__annotations__["return"] = annotation
+    assert await agent(config=loopback_config)(ask)("q") == expected
+
+
+async def test_failed_parse_raises_parse_error_with_raw_text(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("I cannot answer that."))
+
+    @agent(config=loopback_config)
+    async def extract(text: str) -> Person:
+        """{{ text }}"""
+        ...
+
+    with pytest.raises(ParseError) as info:
+        await extract("x")
+    assert info.value.raw_text == "I cannot answer that."
+
+
+# -- memory ------------------------------------------------------------------------------------
+async def test_memory_is_sent_with_the_next_call(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("Hello Ann!"), Script.text("Your name is Ann."))
+
+    @agent(config=loopback_config, enable_memory=True, max_messages=10)
+    async def chat(message: str) -> str:
+        """{{ message }}"""
+        ...
+
+    await chat("I am Ann.")
+    assert await chat("What is my name?") == "Your name is Ann."
+    assert [m["content"] for m in loopback.requests[1].body["messages"]] == [
+        "I am Ann.",
+        "Hello Ann!",
+        "What is my name?",
+    ]
+    assert chat.memory is not None
+    assert len(chat.memory) == 4
+
+
+async def test_memory_parameter_receives_the_memory() -> None:
+    seen: list[ConversationMemory | None] = []
+
+    @agent(config=ECHO)
+    async def chat(message: str, memory: ConversationMemory | None = None) -> str:
+        """{{ message }} ({{ memory | length }} remembered)"""
+        seen.append(memory)
+        ...
+
+    assert await chat("one") == "one (0 remembered)"
+    assert await chat("two") == "two (2 remembered)"
+    assert chat.memory is not None  # a memory parameter turns memory on
+    own = ConversationMemory()
+    assert await chat("three", memory=own) == "three (0 remembered)"
+    assert [m.content for m in own] == ["three (0 remembered)", "three (0 remembered)"]
+    assert len(chat.memory) == 4
+    assert seen == []
+    with pytest.raises(ConfigError, match="memory= must be a ConversationMemory"):
+        await chat("four", memory="oops")  # type: ignore[arg-type] (the wrong type is the test)
+
+
+async def test_memory_parameter_without_default_may_be_left_out() -> None:
+    @agent(config=ECHO)
+    async def chat(message: str, memory: ConversationMemory) -> str:
+        """{{ message }}"""
+        ...
+
+    assert await chat("hi") == "hi"  # type: ignore[call-arg] (typed callers declare "= None")
+    assert chat.memory is not None
+    assert len(chat.memory) == 2
+
+
+# -- tools -------------------------------------------------------------------------------------
+def get_weather(city: str) -> str:
+    """Current weather in a city.
+
+    Args:
+        city: The city's name.
+    """
+    return f"Sunny in {city}"
+
+
+async def test_tools_without_streaming(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(
+        Script.tools(ScriptedToolCall.of("get_weather", {"city": "Oslo"}, id="call_1")),
+        Script.text("It is sunny in Oslo."),
+    )
+
+    @agent(config=loopback_config, tools=[get_weather])
+    async def assistant(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    assert await assistant("Weather in Oslo?") == "It is sunny in Oslo."
+    first, second = (r.body for r in loopback.requests)
+    assert first["tools"][0]["function"]["name"] == "get_weather"
+    assert second["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_1",
+        "content": "Sunny in Oslo",
+    }
+
+
+async def test_tool_loop_is_bounded(loopback: LoopbackServer, loopback_config: LLMConfig) -> None:
+    again = Script.tools(ScriptedToolCall.of("get_weather", {"city": "Oslo"}))
+    loopback.enqueue(again, again, again)
+
+    @agent(config=loopback_config, tools=[get_weather], max_tool_rounds=2)
+    async def assistant(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    with pytest.raises(ToolLoopError, match="after 2 rounds"):
+        await assistant("Weather?")
+    assert len(loopback.requests) == 3
+
+
+def test_functools_partial_agents_keep_working() -> None:
+    @agent(config=ECHO)
+    async def pair(a: str, b: str) -> str:
+        """{{ a }}-{{ b }}"""
+        ...
+
+    assert pair.prompt("x", "y") == functools.partial(pair.prompt, "x")("y") == "x-y"
