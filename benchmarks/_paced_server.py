@@ -34,7 +34,7 @@ _HEAD = (
 
 def _frames(chunks: int, chunk_size: int) -> list[bytes]:
     """Each HTTP chunk the server writes, the last one with the body's terminator."""
-    from kagura.testing import _sse  # pyright: ignore[reportPrivateUsage] -- the same wire format
+    from kagura.testing.loopback import _wire as _sse  # pyright: ignore[reportPrivateUsage] -- the same wire format
 
     text = stream_text(chunks, chunk_size)
     ids = {"id": "chatcmpl-paced", "created": 0, "model": "gpt-4o-mini"}

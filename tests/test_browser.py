@@ -126,5 +126,5 @@ def test_stop_closes_the_upstream_requests(
         page.click("#stop")
         assert page.get_attribute("#answer-panel", "data-state") == "stopped"
         assert loopback.wait_idle_sync(5.0), "closing the EventSource left the LLM request open"
-        assert loopback.streams_closed_by_client == 2
-        assert loopback.streams_completed == 0
+        assert loopback.stats().streams_closed_by_client == 2
+        assert loopback.stats().streams_completed == 0

@@ -230,11 +230,11 @@ async def test_client_disconnect_closes_the_upstream_request(
             async for name, _ in events(response):
                 if name == "delta":
                     break
-            assert loopback.streams_in_progress == 1
+            assert loopback.stats().streams_in_progress == 1
         # leaving the block closed the connection mid-stream
         assert await loopback.wait_idle(5.0), "the upstream stream is still open"
-    assert loopback.streams_closed_by_client == 1
-    assert loopback.streams_completed == 0
+    assert loopback.stats().streams_closed_by_client == 1
+    assert loopback.stats().streams_completed == 0
     # the server-side AgentStream saw the end too: stopped early, not completed
     assert await asyncio.to_thread(web.upstream.ended.wait, 5.0)
     assert web.upstream.outcomes == ["closed"]

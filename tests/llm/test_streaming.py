@@ -84,7 +84,7 @@ async def test_with_oauth2(loopback: LoopbackServer, transport: str) -> None:
         loopback.enqueue(Script.text("authorized"), Script.text("again"))
         assert "".join(await collect("x", config)) == "authorized"
         assert "".join(await collect("x", config)) == "again"
-        assert loopback.token_requests == 1  # the token was cached
+        assert loopback.stats().token_requests == 1  # the token was cached
         assert loopback.requests[-1].headers["authorization"].startswith("Bearer tok-")
     finally:
         unregister_token_provider("loopback")
@@ -288,7 +288,7 @@ async def test_break_after_first_chunk_closes_the_stream(
     async for _ in call_llm_stream("x", loopback_config):
         break
     assert await loopback.wait_idle(1.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
 
 
 async def test_aclose_closes_the_stream(
@@ -392,13 +392,13 @@ def test_direct_transport_closes_its_connections_when_each_event_loop_ends(
     config = LLMConfig(
         model="openai/x", api_base=loopback.base_url, api_key="sk-t", transport="direct"
     )
-    before = loopback.connections_open  # other tests' loops may keep idle connections
+    before = loopback.stats().connections_open  # other tests' loops may keep idle connections
     for _ in range(5):  # a program calling asyncio.run per request, as scripts do
         loopback.enqueue(Script.text("one loop"))
         assert "".join(asyncio.run(collect("x", config))) == "one loop"
     sessions = resolve_transport(config)._client._sessions  # pyright: ignore[reportAttributeAccessIssue]
     assert not any(loop.is_closed() for loop in sessions)  # no ended loop kept alive
     deadline = time.monotonic() + 2.0
-    while loopback.connections_open > before and time.monotonic() < deadline:
+    while loopback.stats().connections_open > before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert loopback.connections_open <= before, "connections of ended loops still open"
+    assert loopback.stats().connections_open <= before, "connections of ended loops still open"

@@ -124,7 +124,7 @@ async def test_cancelling_the_consuming_task_closes_the_stream(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
 
 
 async def test_aclose_closes_the_stream(
@@ -136,7 +136,7 @@ async def test_aclose_closes_the_stream(
     await iterator.aclose()
     await iterator.aclose()  # idempotent
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
     with pytest.raises(StopAsyncIteration):
         await anext(iterator)
 
@@ -149,7 +149,7 @@ async def test_leaving_async_with_closes_the_stream(
         async for _ in chunks:
             break
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ async def test_break_with_the_iterator_dropped_closes_the_stream(
     async for _ in to_async_iterator(from_llm("x", loopback_config)):
         break
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
 
 
 @pytest.mark.usefixtures("no_gc")

@@ -49,8 +49,8 @@ async def test_the_request_closes_when_the_last_consumer_leaves(
 
     async def still_streaming() -> None:
         await asyncio.sleep(0.1)
-        assert loopback.streams_in_progress == 1
-        assert loopback.streams_closed_by_client == 0
+        assert loopback.stats().streams_in_progress == 1
+        assert loopback.stats().streams_closed_by_client == 0
 
     await first.aclose()  # the first leaves by aclose()
     await still_streaming()
@@ -69,7 +69,7 @@ async def test_the_request_closes_when_the_last_consumer_leaves(
     await asyncio.sleep(0.05)
     task.cancel()  # the last one leaves by cancellation
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
     assert len(loopback.requests) == 1
 
 

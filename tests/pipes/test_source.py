@@ -246,8 +246,8 @@ async def test_random_early_breaks_leave_no_stream_open(
                     seen += 1
         assert seen == stop_at
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_in_progress == 0
-    assert loopback.streams_started == runs
+    assert loopback.stats().streams_in_progress == 0
+    assert loopback.stats().streams_started == runs
 
 
 def test_text_deltas_keeps_text_and_records_per_subscription() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import ssl
 import time
 import typing
 from collections.abc import AsyncIterator
-from dataclasses import fields
+from dataclasses import FrozenInstanceError, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
+from kagura.llm import metrics
 from kagura.testing.loopback import (
     LoopbackServer,
+    LoopbackStats,
     Script,
     ScriptedToolCall,
     ScriptOptions,
@@ -155,7 +158,8 @@ async def test_empty_queue_echoes_the_last_user_message(
     }
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in chunks}) == 1
-    assert loopback.streams_started == loopback.streams_completed == 1
+    stats = loopback.stats()
+    assert stats.streams_started == stats.streams_completed == 1
 
 
 @pytest.mark.parametrize(
@@ -186,6 +190,17 @@ async def test_usage_chunk_when_asked_or_configured(
     assert last["choices"] == []
     # "Say hello to the loopback server" is 32 chars, ~8 tokens; "Hello world" 11 chars, 3.
     assert last["usage"] == (script_usage if expected == "script" else expected)
+
+
+async def test_estimated_usage_is_kaguras_estimate_tokens(
+    client: openai.AsyncOpenAI, loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a scripted usage the server counts tokens as kagura estimates them."""
+    monkeypatch.setattr(metrics, "estimate_tokens", lambda chars: 1000 + chars)
+    loopback.enqueue(Script.text("Hello world"))
+    answer = await client.chat.completions.create(model="m", messages=HELLO)
+    assert answer.usage is not None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1032, 1011)
 
 
 def shape(value: Any) -> Any:
@@ -230,7 +245,7 @@ async def test_recorded_stream_is_replayed_byte_for_byte(
     async with http.stream("POST", "/chat/completions", json={**CHAT, "stream": True}) as r:
         body = b"".join([chunk async for chunk in r.aiter_raw()])
     assert body == path.read_bytes()
-    assert loopback.streams_completed == 1
+    assert loopback.stats().streams_completed == 1
 
 
 @pytest.mark.parametrize("entry", recorded_params())
@@ -342,7 +357,7 @@ async def test_non_streaming_completion(
     call = (message.tool_calls or [])[0]
     assert call.type == "function"
     assert (call.function.name, json.loads(call.function.arguments)) == ("f", {"a": 1})
-    assert loopback.streams_started == 0
+    assert loopback.stats().streams_started == 0
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -377,7 +392,7 @@ async def test_http_error_status_before_the_stream(
         assert "`gpt-x`" in body["message"]
     if script.status == 429:
         assert caught.value.response.headers["retry-after"] == "7"
-    assert loopback.streams_started == 0
+    assert loopback.stats().streams_started == 0
 
 
 async def test_error_event_mid_stream(client: openai.AsyncOpenAI, loopback: LoopbackServer) -> None:
@@ -388,7 +403,7 @@ async def test_error_event_mid_stream(client: openai.AsyncOpenAI, loopback: Loop
         await drain(stream, text)
     assert "".join(text) == "Hello wo"
     assert typing.cast("dict[str, Any]", caught.value.body)["type"] == "server_error"
-    assert loopback.streams_completed == 1
+    assert loopback.stats().streams_completed == 1
 
 
 async def test_dropped_connection_mid_stream(
@@ -404,8 +419,8 @@ async def test_dropped_connection_mid_stream(
     with pytest.raises(openai.APIConnectionError):
         await drain(stream, text)
     assert "".join(text) == "Hell"
-    assert loopback.streams_completed == 2
-    assert loopback.streams_in_progress == 0
+    stats = loopback.stats()
+    assert (stats.streams_completed, stats.streams_in_progress) == (2, 0)
 
 
 async def test_stall_shows_as_a_read_timeout(
@@ -421,14 +436,14 @@ async def test_stall_shows_as_a_read_timeout(
         await asyncio.wait_for(line.wait(), 2)
         line.clear()
     assert texts(received) == "Hell"
-    assert loopback.streams_in_progress == 1  # stalled, still open
+    assert loopback.stats().streams_in_progress == 1  # stalled, still open
     with pytest.raises(httpx.ReadTimeout):
         await reading
     assert 0.25 < time.monotonic() - started < 2.0
     assert texts(received) == "Hell"
     assert await loopback.wait_idle(1.0)
-    assert loopback.streams_closed_by_client == 1
-    assert loopback.streams_completed == 0
+    stats = loopback.stats()
+    assert (stats.streams_closed_by_client, stats.streams_completed) == (1, 0)
 
 
 async def test_malformed_line_mid_stream(
@@ -495,8 +510,8 @@ async def test_client_breaking_after_the_first_chunk_ends_the_server_stream(
             async for _ in stream:
                 break
     assert await loopback.wait_idle(1.0)
-    assert loopback.streams_closed_by_client == 1
-    assert loopback.streams_in_progress == 0
+    stats = loopback.stats()
+    assert (stats.streams_closed_by_client, stats.streams_in_progress) == (1, 0)
 
 
 async def test_keep_alive_reuses_the_connection(
@@ -507,11 +522,11 @@ async def test_keep_alive_reuses_the_connection(
         assert (await http.post("/chat/completions", json=CHAT)).status_code == 200
     assert (await http.get("/models")).status_code == 200
     assert len({r.connection_id for r in loopback.requests}) == 1
-    assert loopback.connections_opened == 1
+    assert loopback.stats().connections_opened == 1
     response = await http.post("/chat/completions", json=CHAT, headers={"connection": "close"})
     assert response.headers["connection"] == "close"
     await stream_chat(http)
-    assert loopback.connections_opened == 2
+    assert loopback.stats().connections_opened == 2
 
 
 async def test_time_to_first_token_and_chunk_delay(
@@ -542,7 +557,30 @@ async def test_concurrent_streams(loopback: LoopbackServer) -> None:
 
     results = await asyncio.gather(*(one() for _ in range(6)))
     assert sorted(results) == [f"stream number {i}" for i in range(6)]
-    assert loopback.streams_started == loopback.streams_completed == 6
+    stats = loopback.stats()
+    assert stats.streams_started == stats.streams_completed == 6
+
+
+async def test_stats_is_a_frozen_snapshot_of_the_counters(
+    http: httpx.AsyncClient, loopback: LoopbackServer
+) -> None:
+    loopback.enqueue(Script.text("Hello"), Script.text("later"))
+    before = loopback.stats()
+    await stream_chat(http)
+    await http.post(loopback.token_url, data={**GRANT, **GOOD})
+    after = loopback.stats()
+    assert (before.streams_started, before.scripts_pending) == (0, 2)  # a snapshot: unchanged
+    assert after == LoopbackStats(
+        streams_started=1,
+        streams_completed=1,
+        connections_opened=1,
+        connections_open=after.connections_open,  # other tests' connections may be closing
+        token_requests=1,
+        scripts_pending=1,
+    )
+    with pytest.raises(FrozenInstanceError):
+        after.streams_started = 2  # pyright: ignore[reportAttributeAccessIssue] -- the point
+    assert not hasattr(loopback, "streams_started")  # counters are read one way: stats()
 
 
 def test_reset_aborts_streams_in_flight_and_clears_everything(loopback: LoopbackServer) -> None:
@@ -551,13 +589,15 @@ def test_reset_aborts_streams_in_flight_and_clears_everything(loopback: Loopback
         with http.stream("POST", "/chat/completions", json={**CHAT, "stream": True}) as r:
             lines = r.iter_lines()  # keep it: a discarded iterator closes the response
             next(lines)
-            assert loopback.streams_in_progress == 1
+            assert loopback.stats().streams_in_progress == 1
             loopback.default = Script.text("changed")
             loopback.reset()
-            assert loopback.streams_in_progress == 0
+            assert loopback.stats().streams_in_progress == 0
             with pytest.raises(httpx.RemoteProtocolError):
                 list(lines)
-        assert (loopback.pending, loopback.requests, loopback.streams_started) == (0, [], 0)
+        assert loopback.requests == []
+        stats = loopback.stats()
+        assert stats == LoopbackStats(connections_open=stats.connections_open)
         assert loopback.default is None
         echo = http.post("/chat/completions", json=CHAT).json()
     assert echo["choices"][0]["message"]["content"] == PROMPT
@@ -575,9 +615,9 @@ def test_start_stop_and_a_plain_sync_client() -> None:
             lines = r.iter_lines()  # keep it: a discarded iterator closes the response
             next(lines)
             assert not server.wait_idle_sync(0.05)
-            assert server.connections_open == 1
+            assert server.stats().connections_open == 1
     assert server.wait_idle_sync(0.0)
-    assert server.connections_open == 0
+    assert server.stats().connections_open == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/v1/models", verify=PLAIN)
 
@@ -616,6 +656,61 @@ async def test_unknown_paths_and_bad_bodies(http: httpx.AsyncClient) -> None:
     bad = await http.post("/chat/completions", content=b"{not json")
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def raw_exchange(server: LoopbackServer, request: bytes) -> bytes:
+    """Send ``request`` on a new connection; what the server sends until it closes it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(request)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    return received
+
+
+POST_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: loopback\r\n"
+CHUNKED = POST_HEAD + b"transfer-encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "problem"),
+    [
+        (CHUNKED + b"zz\r\n", "bad chunk size b'zz'"),
+        (CHUNKED + b"\r\n", "bad chunk size b''"),
+        (CHUNKED + b"-1\r\nx\r\n0\r\n\r\n", "bad chunk size b'-1'"),
+        (CHUNKED + b"0x2\r\n{}\r\n0\r\n\r\n", "bad chunk size b'0x2'"),
+        (CHUNKED + b"2\r\n{}}\r\n0\r\n\r\n", "chunk data longer than its size"),
+        (POST_HEAD + b"content-length: -2\r\n\r\n{}", "bad content-length '-2'"),
+        (POST_HEAD + b"content-length: 1_0\r\n\r\n{}", "bad content-length '1_0'"),
+        (POST_HEAD + b"content-length: 2\r\ncontent-length: 2\r\n\r\n{}", "'2, 2'"),
+    ],
+    ids=["letters", "empty", "negative", "0x", "overlong-chunk", "negative-length", "1_0", "twice"],
+)
+def test_a_body_it_cannot_frame_gets_a_400_and_a_close(
+    loopback: LoopbackServer, request_bytes: bytes, problem: str
+) -> None:
+    head, _, body = raw_exchange(loopback, request_bytes).partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    assert status_line == "HTTP/1.1 400 Bad Request"
+    assert "connection: close" in header_lines
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert problem in error["message"]
+    assert loopback.errors == []
+
+
+def test_an_unexpected_error_reading_a_request_is_recorded(
+    loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: object) -> None:
+        raise RuntimeError("a bug in the reader")
+
+    monkeypatch.setattr("kagura.testing.loopback._http.Connection.read_request", broken)
+    try:
+        assert raw_exchange(loopback, b"") == b""  # nothing sent: closing cannot reset
+        assert [str(e) for e in loopback.errors] == ["a bug in the reader"]
+    finally:
+        loopback.reset()  # the fixture fails a test that leaves errors behind
 
 
 async def test_api_keys_are_checked_when_configured(
@@ -666,7 +761,7 @@ async def test_token_endpoint_issues_tokens(
         headers={"authorization": f"Basic {basic}"},
     )
     assert second.json()["access_token"] == "tok-2"
-    assert loopback.token_requests == 2
+    assert loopback.stats().token_requests == 2
     assert loopback.requests[0].form["client_id"] == "app"
 
     loopback.api_keys = frozenset()  # only issued tokens are accepted now
@@ -717,7 +812,7 @@ async def test_token_endpoint_delay_and_failure(
     loopback.token_fail_status = 500
     failed = await http.post(loopback.token_url, data=form)
     assert failed.status_code == 500
-    assert loopback.token_requests == 2
+    assert loopback.stats().token_requests == 2
 
 
 # -- litellm --------------------------------------------------------------------------------

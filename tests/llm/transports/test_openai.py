@@ -590,11 +590,11 @@ async def test_interim_responses_and_chunk_extensions_and_trailers(raw_server: R
 # -- 4. keep-alive ----------------------------------------------------------------------------
 async def test_ten_streams_use_one_loopback_connection(loopback: LoopbackServer) -> None:
     cfg = config(loopback.url)
-    opened = loopback.connections_opened
+    opened = loopback.stats().connections_opened
     for i in range(10):
         assert await collect(cfg, f"prompt number {i}") == f"prompt number {i}"
-    assert loopback.connections_opened - opened == 1
-    assert loopback.streams_completed == 10
+    assert loopback.stats().connections_opened - opened == 1
+    assert loopback.stats().streams_completed == 10
 
 
 @APIS
@@ -612,11 +612,11 @@ async def test_ten_calls_use_one_uvicorn_connection(
 
 async def test_concurrent_streams_share_the_pool(loopback: LoopbackServer) -> None:
     cfg = config(loopback.url)
-    opened = loopback.connections_opened
+    opened = loopback.stats().connections_opened
     for wave in range(2):
         prompts = [f"stream {i} of wave {wave}: " + "abc" * 8 for i in range(20)]
         assert await asyncio.gather(*(collect(cfg, p) for p in prompts)) == prompts
-    assert loopback.connections_opened - opened == 20  # the second wave reused them all
+    assert loopback.stats().connections_opened - opened == 20  # the second wave reused them all
 
 
 async def test_a_late_chunked_terminator_after_done_still_lets_the_connection_be_reused(
@@ -796,7 +796,7 @@ async def test_a_401_on_oauth_refreshes_the_token_once(
     assert await ask(api, cfg, "refreshed") == "refreshed"
     chats = [r for r in loopback.requests if r.path.endswith("/chat/completions")]
     assert [r.headers.get("authorization") for r in chats] == ["Bearer tok-1", "Bearer tok-2"]
-    assert loopback.token_requests == 2
+    assert loopback.stats().token_requests == 2
 
 
 @APIS

@@ -20,7 +20,7 @@ from kagura.llm.transports.sse import (
     SSEDecoder,
     aiter_sse,
 )
-from kagura.testing import _sse as openai_wire
+from kagura.testing.loopback import _wire as openai_wire
 
 _EXAMPLES = 300  # each example is cheap: a few hundred bytes
 

@@ -357,10 +357,12 @@ async def _attempt(
 ) -> aiohttp.ClientResponse:
     """One request on the wire: a 2xx response, or a typed error (``_Retry`` if retryable)."""
     target = route.target
-    # One turn of the loop first: a pooled connection whose server has closed it (its FIN
+    # Two turns of the loop first: a pooled connection whose server has closed it (its FIN
     # already here, not yet read) is then seen closed and not used. A request sent on it
     # would fail in a way that cannot tell "never read" from "read, then dropped", and
-    # the second may not be sent again.
+    # the second may not be sent again. Two, because the turn that polls the socket runs
+    # this task before the socket's handler.
+    await asyncio.sleep(0)
     await asyncio.sleep(0)
     try:
         async with asyncio.timeout(route.wait):
@@ -438,8 +440,9 @@ async def _read_error(response: aiohttp.ClientResponse) -> ErrorBody:
 class BodyWatch:
     """Guards one answer's body: a read timeout, and a connection that closes under it.
 
-    - **Idle reads.** aiohttp's ``sock_read`` timeout re-arms a timer on every read (about
-      4 µs a chunk on asyncio's loop, as much as the rest of the chunk's work). Here the
+    - **Idle reads.** aiohttp's ``sock_read`` timeout re-arms a timer on asyncio's loop on
+      every read, a large part of a chunk's cost (the CPU per chunk is measured in
+      ``docs/en/guides/performance-streaming.md``; ``make bench``). Here the
       reader calls :meth:`touch` after each read, which only records the time, and one
       timer per body checks, when it fires, whether ``timeout`` seconds passed without a
       read: then the body fails with :class:`aiohttp.ServerTimeoutError`.

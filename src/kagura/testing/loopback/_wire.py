@@ -1,6 +1,6 @@
-"""OpenAI Chat Completions wire format: SSE events, chunks, error bodies (private).
+"""What the loopback server sends: OpenAI's Chat Completions bodies, SSE events, errors.
 
-Pure functions, no I/O; :mod:`kagura.testing.loopback` sends what these build.
+Pure functions, no I/O; the chat emulator and the routes send what these build.
 
 >>> encode_data({"a": 1})
 b'data: {"a":1}\\n\\n'
@@ -22,6 +22,8 @@ __all__ = [
     "chunk",
     "default_error",
     "encode_data",
+    "error",
+    "model_entry",
     "reassemble",
     "split_events",
     "usage_chunk",
@@ -76,6 +78,26 @@ def default_error(status: int, model: str = "") -> dict[str, Any]:
     kind = "server_error" if status >= 500 else "invalid_request_error"
     message, kind, code = _ERRORS.get(status, (f"HTTP {status}", kind, None))
     return {"message": message.replace("{model}", model), "type": kind, "param": None, "code": code}
+
+
+def error(
+    status: int, message: str | None = None, *, model: str = "", **fields: Any
+) -> dict[str, Any]:
+    """:func:`default_error` with its ``message`` and any other ``fields`` replaced.
+
+    >>> error(404, "Unknown request URL: GET /x.", code=None)["code"] is None
+    True
+    """
+    body = default_error(status, model)
+    if message is not None:
+        body["message"] = message
+    body.update(fields)
+    return body
+
+
+def model_entry(name: str) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``."""
+    return {"id": name, "object": "model", "created": 1700000000, "owned_by": "kagura"}
 
 
 def chunk(
