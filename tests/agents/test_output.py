@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any, Literal
 
 import pytest
@@ -10,8 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from kagura.agents.output import OutputParser, extract_json, parse_output
+from kagura import LLMConfig, agent
+from kagura.agents.output import OutputParser, json_instructions, parse_output, type_name
 from kagura.errors import ConfigError, ParseError
+
+_BIG = "1" * (sys.get_int_max_str_digits() + 700)  # more digits than int() converts
 
 
 class City(BaseModel):
@@ -123,9 +127,72 @@ def test_unsupported_type_is_a_config_error() -> None:
         OutputParser(Opaque)
 
 
-def test_extract_json_skips_unbalanced_brackets() -> None:
-    assert extract_json('[not json] then {"a": 1}') == '{"a": 1}'
-    assert extract_json("nothing here") is None
+def test_the_first_json_value_is_the_one_a_stream_would_find() -> None:
+    assert parse_output('[not json] then {"a": 1}', dict[str, int]) == {"a": 1}
+    # Not JSON from "oops" on: the search resumes there, not inside the broken array.
+    assert parse_output('[1, {"a": 2}, oops] {"a": 3}', dict[str, int]) == {"a": 3}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        "[" * 2_000 + "]" * 2_000,
+        "```json\n" + "[" * 2_000 + "\n```",
+        "The numbers: " + "[" * 2_000 + " oops",
+    ],
+)
+@pytest.mark.parametrize("tp", [list[int], list[Any], City, int | None, list[int] | None])
+def test_deep_nesting_is_a_parse_error(text: str, tp: Any) -> None:
+    with pytest.raises(ParseError) as info:
+        OutputParser(tp).parse(text)
+    assert info.value.raw_text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "tp"),
+    [
+        (f"[{_BIG}]", list[int]),
+        (f"Here: [1, {_BIG}] and [2]", list[int]),
+        (f'{{"name": "Oslo", "population": {_BIG}}}', City),
+        (_BIG, int),
+        (f"About {_BIG} people", int | None),
+    ],
+)
+def test_integers_longer_than_python_converts_are_a_parse_error(text: str, tp: Any) -> None:
+    with pytest.raises(ParseError) as info:
+        OutputParser(tp).parse(text)
+    assert info.value.raw_text == text
+
+
+async def test_typed_agent_answer_nested_too_deeply_is_a_parse_error() -> None:
+    @agent(config=LLMConfig(model="kagura/echo"))
+    async def numbers(text: str) -> list[int]:
+        """{{ text }}"""
+        ...
+
+    with pytest.raises(ParseError) as info:
+        await numbers("[" * 2_000)  # kagura/echo answers with the prompt
+    assert info.value.raw_text.startswith("[" * 2_000)
+
+
+def test_type_name() -> None:
+    assert type_name(City) == "City"
+    assert type_name(list[int]) == "list[int]"
+    assert type_name(dict[str, int] | None) == "dict[str, int] | None"
+    assert type_name(Literal["a", "b"]) == "Literal['a', 'b']"
+    assert repr(OutputParser(list[int])) == "OutputParser(list[int])"
+
+
+def test_json_instructions_are_the_one_text_for_agents_and_the_cli() -> None:
+    from kagura.cli import _schema_messages  # pyright: ignore[reportPrivateUsage] (its prompt)
+
+    instructions = json_instructions(City)
+    assert OutputParser(City).instructions == instructions
+    assert _schema_messages("Oslo?", City) == [
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": "Oslo?"},
+    ]
 
 
 @given(st.text())

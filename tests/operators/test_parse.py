@@ -5,20 +5,29 @@ from __future__ import annotations
 import doctest
 import itertools
 import json
+import sys
 from typing import Annotated, Any, Literal
 
 import pytest
 import reactivex
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, TypeAdapter, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    field_validator,
+)
 from reactivex import Observable
 from reactivex import operators as rx
 from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 
 from kagura.errors import ConfigError, KaguraError, ParseError
-from kagura.operators import _parse, parse_items, parse_model
+from kagura.operators import _parse, _snapshot, parse_items, parse_model
 from kagura.testing.strategies import chunkings, split_at
 
 
@@ -483,3 +492,170 @@ def test_items_dispose_unsubscribes_upstream() -> None:
     subscription = subject.pipe(parse_items(Address)).subscribe()
     subscription.dispose()
     assert not subject.observers
+
+
+# --- deep nesting and long integers: ParseError, whatever the path -----------------------
+
+
+_BIG = "1" * (sys.get_int_max_str_digits() + 700)  # more digits than int() converts
+_DEEP = "[" * 100_000
+
+
+def _deep_tree(depth: int) -> str:
+    return '{"label": "t", "children": [' * depth + '{"label": "leaf"}' + "]}" * depth
+
+
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize(
+    ("model", "text"),
+    [
+        (Address, _DEEP),
+        (Address, "Sure: " + _DEEP + ' oops {"street": "a", "city": 5}'),
+        (Team, '{"title": "t", "members": ' + _DEEP),
+        (Tree, _deep_tree(250)),  # each level a snapshot model, too deep to compare
+    ],
+)
+def test_deep_nesting_is_a_parse_error(partial: bool, model: type[BaseModel], text: str) -> None:
+    chunks = split_at(text, list(range(8, len(text), 8 if model is Tree else 4096)))
+    out, error = _run(
+        reactivex.from_iterable(chunks).pipe(parse_model(model, partial=partial, every=1))
+    )
+    assert isinstance(error, ParseError)
+    assert text.startswith(error.raw_text)
+    assert error.errors
+    assert all(isinstance(o, model) for o in out)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [(_DEEP, None), ("[[1], " + _DEEP, None), ('{"points": [1, ' + _DEEP, "points")],
+)
+def test_items_deep_nesting_is_a_parse_error(text: str, field: str | None) -> None:
+    chunks = split_at(text, list(range(4096, len(text), 4096)))
+    _, error = _run(reactivex.from_iterable(chunks).pipe(parse_items(Any, field=field)))
+    assert isinstance(error, ParseError)
+    assert text.startswith(error.raw_text)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'{{"street": "a", "city": "b", "zip": {_BIG}}}',
+        f'```json\n{{"street": "a", "city": "b", "codes": [1, -{_BIG}, 3]}}\n```',
+    ],
+)
+def test_an_integer_longer_than_python_converts_is_a_parse_error(partial: bool, text: str) -> None:
+    chunks = split_at(text, list(range(1000, len(text), 1000)))
+    out, error = _run(reactivex.from_iterable(chunks).pipe(parse_model(Address, partial=partial)))
+    assert isinstance(error, ParseError)
+    assert text.startswith(error.raw_text)
+    assert [e["type"] for e in error.errors] == ["json_invalid"]  # pydantic: number out of range
+    assert all(isinstance(o, Address) for o in out)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "emitted"),
+    [
+        (f"[1, {_BIG}, 3]", None, [1]),
+        (f'Here: {{"points": [{_BIG}]}}', "points", []),
+        (f'{{"before": {_BIG}, "points": [1]}}', "points", []),
+    ],
+)
+def test_items_integer_longer_than_python_converts_is_a_parse_error(
+    text: str, field: str | None, emitted: list[int]
+) -> None:
+    chunks = split_at(text, list(range(3, len(text), 3)))
+    items, error = _run(reactivex.from_iterable(chunks).pipe(parse_items(int, field=field)))
+    assert items == emitted
+    assert isinstance(error, ParseError)
+    assert text.startswith(error.raw_text)
+    assert error.errors
+
+
+# --- snapshots are what model_construct makes ----------------------------------------------
+
+
+class Point(BaseModel):
+    x: int
+    y: int = 0
+
+
+class Shape(BaseModel):  # nested models, defaults, default factories, aliases
+    name: str = Field(alias="title")
+    kind: str = Field("polygon", validation_alias=AliasChoices("kind", "type"))
+    points: list[Point] = Field(default_factory=list)
+    center: Point | None = None
+    tags: dict[str, str] = {"color": "none"}
+    note: str = Field(default_factory=lambda: "unnamed")
+
+
+class Listed(BaseModel):  # a generic alias as the default factory
+    name: str = ""
+    points: list[Point] = Field(default_factory=list[Point])
+
+
+class Open(BaseModel):  # extra fields
+    model_config = ConfigDict(extra="allow")
+    a: int
+    points: list[Point] = []
+
+
+class Private(BaseModel):  # private attributes
+    a: int
+    b: str = "b"
+    _cache: dict[str, int] = PrivateAttr(default_factory=dict[str, int])
+    _hits: int = 0
+
+
+class Derived(BaseModel):  # a default factory that reads the other fields
+    a: int = 0
+    b: int = Field(default_factory=lambda data: data["a"] + 1)
+
+
+def _assert_as_constructed(node: Any) -> None:
+    """Each model in a snapshot is exactly what ``model_construct`` makes of its set fields."""
+    values: Any = ()
+    if isinstance(node, BaseModel):
+        fields = {name: getattr(node, name) for name in node.model_fields_set}
+        expected = type(node).model_construct(**fields)
+        assert list(node.__dict__.items()) == list(expected.__dict__.items())  # defaults, order
+        assert node.model_fields_set == expected.model_fields_set
+        assert node.__pydantic_extra__ == expected.__pydantic_extra__
+        assert node.__pydantic_private__ == expected.__pydantic_private__
+        values = node.__dict__.values()
+    elif isinstance(node, dict | list):
+        values = node.values() if isinstance(node, dict) else node
+    for value in values:
+        _assert_as_constructed(value)
+
+
+@pytest.mark.parametrize(
+    ("model", "document", "fast"),
+    [
+        (
+            Shape,
+            '{"title": "tri", "type": "triangle", "points": [{"x": 1, "y": 2}, {"x": 3}],'
+            ' "center": {"x": 0}, "tags": {"c": "red"}, "note": "n"}',
+            True,
+        ),
+        (Listed, '{"points": [{"x": 1}], "name": "n"}', True),
+        (Open, '{"a": 1, "zzz": [1, {"x": 2}], "points": [{"x": 1}, {"y": 2, "x": 3}]}', False),
+        (Private, '{"b": "bee", "a": 1}', False),
+        (Derived, '{"a": 5, "b": 7}', False),
+    ],
+)
+def test_snapshots_are_what_model_construct_makes(
+    model: type[BaseModel], document: str, fast: bool
+) -> None:
+    snapshots, error = _run(
+        reactivex.from_iterable(document).pipe(parse_model(model, partial=True, every=1))
+    )
+    assert error is None
+    assert snapshots[-1] == model.model_validate_json(document)  # validated, not a snapshot
+    assert len(snapshots) >= 3
+    for snapshot in snapshots[:-1]:
+        _assert_as_constructed(snapshot)
+    plan = _snapshot.plan_for(model)
+    assert plan is not None
+    assert plan.fast is fast  # the fast construction, where nothing needs model_construct

@@ -44,9 +44,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
+from kagura._json import first_json_value
 from kagura.errors import ConfigError, ParseError
 
-__all__ = ["OutputParser", "extract_json", "parse_output"]
+__all__ = ["OutputParser", "json_instructions", "parse_output", "type_name"]
 
 _NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])"
@@ -79,30 +80,37 @@ def _short(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or repr(tp).replace("typing.", "")
+def type_name(tp: Any) -> str:
+    """``tp`` as messages name it.
+
+    >>> type_name(int), type_name(list[int]), type_name(int | None)
+    ('int', 'list[int]', 'int | None')
+    """
+    if tp is inspect.Signature.empty:
+        return "(no annotation)"
+    if isinstance(tp, type) and not get_args(tp):
+        return tp.__name__
+    return repr(tp).replace("typing.", "").replace("collections.abc.", "")
+
+
+def json_instructions(tp: Any) -> str:
+    """The prompt's request for a JSON answer of type ``tp``: the JSON schema it must match.
+
+    >>> print(json_instructions(list[int]))
+    Reply with JSON only (no prose, no Markdown), matching this JSON schema:
+    {"items":{"type":"integer"},"type":"array"}
+    """
+    schema: dict[str, Any] = TypeAdapter(tp).json_schema()
+    return (
+        "Reply with JSON only (no prose, no Markdown), matching this JSON schema:\n"
+        + json.dumps(schema, separators=(",", ":"))
+    )
 
 
 def _strip_fence(text: str) -> str:
     stripped = text.strip()
     match = _FENCE.match(stripped)
     return match.group(1).strip() if match else stripped
-
-
-def extract_json(text: str) -> str | None:
-    """The first complete JSON object or array in ``text`` (prose and fences skipped), or None.
-
-    >>> extract_json('Here you go: [1, 2] and more')
-    '[1, 2]'
-    """
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"[{\[]", text):
-        try:
-            _, end = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        return text[match.start() : end]
-    return None
 
 
 class OutputParser:
@@ -134,7 +142,7 @@ class OutputParser:
         try:
             self._adapter = TypeAdapter(tp)
         except Exception as exc:  # pydantic raises several types for unsupported annotations
-            raise ConfigError(f"cannot parse answers into {_type_name(tp)}: {exc}") from exc
+            raise ConfigError(f"cannot parse answers into {type_name(tp)}: {exc}") from exc
         if base in (int, float):
             self._kind = "number"
             word = "integer" if base is int else "number"
@@ -149,11 +157,7 @@ class OutputParser:
             self.instructions = f"Answer with exactly one of: {options}."
         else:
             self._kind = "json"
-            schema = json.dumps(self._adapter.json_schema(), separators=(",", ":"))
-            self.instructions = (
-                "Reply with JSON only (no prose, no Markdown), matching this JSON schema:\n"
-                + schema
-            )
+            self.instructions = json_instructions(tp)
 
     def parse(self, text: str) -> Any:
         """Parse one answer; :class:`~kagura.errors.ParseError` if it does not fit the type."""
@@ -175,7 +179,7 @@ class OutputParser:
             found = {m.group(0).replace(",", "") for m in _NUMBER.finditer(cleaned)}
             candidates = [cleaned, *found] if len(found) == 1 else [cleaned]
         else:
-            extracted = extract_json(cleaned)
+            extracted = first_json_value(cleaned)
             candidates = (
                 [cleaned] if extracted is None or extracted == cleaned else [cleaned, extracted]
             )
@@ -186,7 +190,7 @@ class OutputParser:
             except ValidationError as exc:
                 errors = exc.errors(include_url=False)
         raise ParseError(
-            f"expected {_type_name(self.tp)}, could not parse the model's answer: {_short(text)}",
+            f"expected {type_name(self.tp)}, could not parse the model's answer: {_short(text)}",
             raw_text=text,
             errors=errors,
         )
@@ -204,7 +208,7 @@ class OutputParser:
         )
 
     def __repr__(self) -> str:
-        return f"OutputParser({_type_name(self.tp)})"
+        return f"OutputParser({type_name(self.tp)})"
 
 
 def _is_choice(tp: Any) -> bool:
