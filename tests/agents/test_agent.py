@@ -14,6 +14,7 @@ from kagura import ConversationMemory, LLMConfig, agent
 from kagura.agents.tools import ToolLoopError
 from kagura.errors import ConfigError, ParseError
 from kagura.llm.cache import LLMCache, get_llm_cache, set_llm_cache
+from kagura.llm.request import prepare_request
 from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
 
 ECHO = LLMConfig(model="kagura/echo")
@@ -159,6 +160,21 @@ def test_conflicting_options_are_config_errors(options: dict[str, Any], match: s
         agent(**options)(fn)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_llmconfig_settings_are_refused_as_a_plain_call_refuses_them(stream: bool) -> None:
+    async def fn(x: str):  # no annotation: a valid agent either way
+        """{{ x }}"""
+        ...
+
+    reserved: dict[str, Any] = {"max_tokens": 5, "messages": []}
+    with pytest.raises(ConfigError) as plain:
+        prepare_request("x", None, reserved)
+    with pytest.raises(ConfigError) as by_agent:
+        agent(stream=stream, **reserved)(fn)
+    assert str(by_agent.value) == f"agent 'fn': {plain.value}"
+    assert "max_tokens, messages must be set on LLMConfig" in str(plain.value)
+
+
 def test_iterator_annotation_needs_stream() -> None:
     async def chunks(x: str) -> AsyncIterator[str]:
         """{{ x }}"""
@@ -251,6 +267,20 @@ async def test_forward_references_resolve_on_the_first_call() -> None:
 
 class DefinedLater(BaseModel):
     word: str
+
+
+async def test_a_late_return_type_is_checked_on_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    @agent(config=ECHO)
+    async def later(word: str) -> NotYetDefined:  # noqa: F821 (defined below, after decoration)
+        """{{ word }}"""
+        ...
+
+    with pytest.raises(ConfigError, match="cannot resolve its return annotation"):
+        await later("tea")
+    monkeypatch.setitem(globals(), "NotYetDefined", AsyncIterator[str])
+    for _ in range(2):  # each call, not only the first to resolve it
+        with pytest.raises(ConfigError, match="add stream=True"):
+            await later("tea")
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ async def test_async_iteration(loopback: LoopbackServer, loopback_config: LLMCon
     await stream.aclose()
     assert received == ["xxxx"] * 3
     assert await loopback.wait_idle(timeout=2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
     assert stream.outcome == "closed"
     with pytest.raises(StreamConsumedError):
         async for _ in stream:
@@ -224,6 +224,25 @@ async def test_error_handling(loopback: LoopbackServer, loopback_config: LLMConf
     assert info.value.partial_text == "Once "
     assert stream.outcome == "failed"
     assert stream.partial_text == "Once "
+
+
+async def test_a_dropped_stream_closes_its_request_and_is_remembered(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("x" * 400, chunk_size=4, chunk_delay=0.02))
+
+    @agent(stream=True, config=loopback_config, enable_memory=True)
+    async def chat(message: str) -> AsyncIterator[str]:
+        """{{ message }}"""
+        ...
+
+    stream = chat("hi")
+    assert await anext(stream) == "xxxx"
+    del stream  # neither read to the end nor closed
+    assert await loopback.wait_idle(timeout=2.0)
+    assert loopback.stats().streams_closed_by_client == 1
+    assert chat.memory is not None
+    assert [(m.role, m.interrupted) for m in chat.memory] == [("user", False), ("assistant", True)]
 
 
 # -- beyond the seed ---------------------------------------------------------------------------

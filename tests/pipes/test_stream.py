@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterable, Iterator
+import sys
+import warnings
+from collections.abc import AsyncIterable, Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -139,7 +141,7 @@ async def test_aclose_closes_the_stream(
     await answer.aclose()
     await answer.aclose()  # idempotent
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
     assert answer.outcome == "closed"
     assert outcomes.calls == ["closed"]
     with pytest.raises(StopAsyncIteration):
@@ -202,7 +204,55 @@ async def test_dropping_a_running_stream_closes_it(
     del answer
     assert outcomes.calls == ["closed"]
     assert await loopback.wait_idle(2.0)
-    assert loopback.streams_closed_by_client == 1
+    assert loopback.stats().streams_closed_by_client == 1
+
+
+@pytest.fixture
+def problems(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[str]]]:
+    """What went wrong quietly so far: warnings, and exceptions raised in a ``__del__``."""
+    unraisable: list[str] = []
+
+    def hook(args: sys.UnraisableHookArgs) -> None:
+        unraisable.append(f"{args.err_msg}: {args.exc_value!r}")
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield lambda: [*unraisable, *(str(w.message) for w in caught)]
+
+
+async def test_a_stream_dropped_unread_sends_nothing(
+    loopback: LoopbackServer, loopback_config: LLMConfig, problems: Callable[[], list[str]]
+) -> None:
+    loopback.enqueue(slow_script())
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    del answer
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert (loopback.requests, loopback.stats().streams_in_progress) == ([], 0)
+    assert outcomes.calls == []  # it never started, so it did not stop either
+    assert problems() == []
+
+
+async def test_a_stream_dropped_mid_answer_closes_its_request(
+    loopback: LoopbackServer, loopback_config: LLMConfig, problems: Callable[[], list[str]]
+) -> None:
+    loopback.enqueue(slow_script())
+    answer = AgentStream.from_llm("x", loopback_config)
+    outcomes = Outcomes()
+    answer.add_done_callback(outcomes)
+    assert await anext(answer) == "xxxx"
+    assert loopback.stats().streams_in_progress == 1
+    del answer  # neither consumed nor closed
+    assert outcomes.calls == ["closed"]
+    assert await loopback.wait_idle(2.0)
+    stats = loopback.stats()
+    assert (stats.streams_in_progress, stats.streams_closed_by_client) == (0, 1)
+    gc.collect()
+    await asyncio.sleep(0.05)  # a late warning (an unclosed response, a pending task) shows here
+    assert problems() == []
 
 
 # -- consumed once, outcomes -----------------------------------------------------------------------

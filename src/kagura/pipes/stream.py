@@ -34,12 +34,13 @@ from kagura.llm.request import Messages
 from kagura.pipes.adapter import DEFAULT_MAX_BUFFER, ObservableIterator, to_async_iterator
 from kagura.pipes.source import from_llm_events, text_deltas
 
-__all__ = ["AgentStream", "StreamOutcome"]
+__all__ = ["AgentStream", "Operator", "StreamOutcome"]
 
 T = TypeVar("T")
 
 StreamOutcome = Literal["completed", "failed", "closed"]
 Operator = Callable[[Observable[Any]], Observable[Any]]
+"""A pipeline stage: a function from Observable to Observable (every kagura operator)."""
 
 
 class AgentStream(Generic[T]):
@@ -225,10 +226,14 @@ class AgentStream(Generic[T]):
             callback(self, outcome)
 
     def __del__(self) -> None:
-        iterator = getattr(self, "_iterator", None)
-        if iterator is not None and getattr(self, "_outcome", "x") is None:
-            iterator.__del__()
-            self._finish("closed")
+        # Dropped while running, neither finished nor closed. This stream holds the
+        # only reference to its iterator (the source holds it weakly), and a dropped
+        # iterator disposes its subscription, closing the HTTP stream: let go of it
+        # first, then report "closed". A stream never iterated sent nothing.
+        if getattr(self, "_iterator", None) is None or self._outcome is not None:
+            return
+        self._iterator = None
+        self._finish("closed")
 
     def __repr__(self) -> str:
         state = self._outcome or ("running" if self._iterated else "not started")
