@@ -99,14 +99,14 @@ def test_ctrl_c_closes_the_http_stream(loopback: LoopbackServer) -> None:
     env = {"KAGURA_API_BASE": loopback.base_url, "OPENAI_API_KEY": "sk-test-0123456789"}
     child = spawn("stream", "hello", "--model", "openai/x", env=env)
     child.expect("word word word")
-    assert loopback.streams_in_progress == 1
+    assert loopback.stats().streams_in_progress == 1
     child.sendintr()
     after = plain(finish(child))
     assert child.exitstatus == 130
     assert "word word" in after
     assert loopback.wait_idle_sync(5.0)
-    assert loopback.streams_closed_by_client == 1
-    assert loopback.streams_completed == 0
+    assert loopback.stats().streams_closed_by_client == 1
+    assert loopback.stats().streams_completed == 0
 
 
 def test_schema_shows_the_object_growing(tmp_path: Path) -> None:
@@ -157,6 +157,9 @@ def test_log_reports_the_stream_events_on_stderr(capsys: pytest.CaptureFixture[s
     assert out == "a b\n"
     assert "stream.start" in err
     assert "stream.end" in err
+    # The offline model reports its usage: the log says so, it does not estimate.
+    end = next(line for line in err.splitlines() if "stream.end" in line)
+    assert "tokens_estimated=False" in end
 
 
 def test_a_dash_reads_the_prompt_from_stdin(

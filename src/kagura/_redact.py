@@ -132,11 +132,12 @@ class _Matchers:
 class _Registry:
     """The remembered secrets, least recently remembered first, and their matchers.
 
-    Compiling the regex costs about 0.15 ms per remembered secret (pure-Python
-    ``re`` compiler), so new secrets wait in ``fresh`` (plain substring search) and
-    are merged into the regex only when there are more than :data:`_FRESH_LIMIT` of them,
-    or when one contains another (each tier replaces longest first; across tiers a
-    shorter secret replaced first would leave pieces of the longer one).
+    Compiling the regex is slow, and slower with every remembered secret (``re``'s
+    compiler is written in Python), so new secrets wait in ``fresh`` (plain substring
+    search) and are merged into the regex only when there are more than
+    :data:`_FRESH_LIMIT` of them, or when one contains another (each tier replaces
+    longest first; across tiers a shorter secret replaced first would leave pieces of
+    the longer one).
     """
 
     __slots__ = ("lock", "matchers", "secrets")
@@ -195,7 +196,8 @@ def remember_environment_secrets(environ: Mapping[str, str] | None = None) -> No
 
     For providers that read their key from the environment themselves (litellm).
     Values shorter than 8 characters are skipped: no provider key is that short, and
-    ``NO_AUTH=false`` or ``HF_TOKEN=none`` names no credential. About 1 µs per variable.
+    ``NO_AUTH=false`` or ``HF_TOKEN=none`` names no credential. One pass over the
+    environment: cheap enough to run on every call.
     """
     env = os.environ if environ is None else environ
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 import sys
 import time
@@ -126,10 +125,9 @@ def _load_schema(spec: str) -> type[BaseModel]:
 
 
 def _schema_messages(prompt: str, schema: type[BaseModel]) -> list[dict[str, str]]:
-    instructions = (
-        "Answer with one JSON object, and nothing else, that matches this JSON schema:\n"
-        + json.dumps(schema.model_json_schema())
-    )
+    from kagura.agents.output import json_instructions
+
+    instructions = json_instructions(schema)
     return [{"role": "system", "content": instructions}, {"role": "user", "content": prompt}]
 
 
@@ -333,11 +331,14 @@ async def _run(job: _Job, view: _View) -> None:
     from reactivex import operators as rx
 
     from kagura import operators as ops
-    from kagura.pipes import AgentStream
+    from kagura.llm.metrics import StreamMetrics
+    from kagura.pipes import AgentStream, from_llm_events
 
+    metrics = StreamMetrics()  # tee_log reports the stream's own usage from it
     pipeline: list[Callable[[Any], Any]] = []
     if job.log:
-        pipeline.append(ops.tee_log(_console_logger(colors=view.err.is_terminal), level="info"))
+        logger = _console_logger(colors=view.err.is_terminal)
+        pipeline.append(ops.tee_log(logger, level="info", metrics=metrics))
     if job.mode == "numbered":
         pipeline.append(rx.do_action(on_next=view.token))
     if job.sentences:
@@ -347,7 +348,8 @@ async def _run(job: _Job, view: _View) -> None:
     if job.throttle is not None:
         pipeline.append(ops.throttle(job.throttle))
     prompt: Any = job.prompt if job.schema is None else _schema_messages(job.prompt, job.schema)
-    stream = AgentStream.from_llm(prompt, _config(job.model), pipeline=pipeline, **job.params)
+    events = from_llm_events(prompt, _config(job.model), metrics=metrics, **job.params)
+    stream = AgentStream.from_events(events, metrics=metrics, pipeline=pipeline)
     view.start(stream)
     try:
         async with stream:

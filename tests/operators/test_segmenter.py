@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kagura.operators._segmenter import SentenceSegmenter, segment
+from kagura.operators._rules_en import ENGLISH
+from kagura.operators._segmenter import SentenceRules, SentenceSegmenter, _Stage, _Wake, segment
 from kagura.testing.strategies import text_and_chunkings
 
 
@@ -39,6 +42,76 @@ def test_a_sentence_is_emitted_as_soon_as_its_end_is_certain(
     chunks: list[str], expected: list[list[str]]
 ) -> None:
     assert steps(chunks) == expected
+
+
+def test_the_wait_for_a_word_goes_through_named_stages() -> None:
+    # After "U.S." the segmenter waits for the token to end, then for the next word to
+    # start, then for it to end; only then does it scan ("Government" or "How"?).
+    seg = SentenceSegmenter()
+    states: list[tuple[_Wake, _Stage | None]] = []
+    for chunk in ["In the U.", "S.", " ", "Gov", "ernment ", "is big."]:
+        seg.push(chunk)
+        states.append((seg._wake, seg._stage if seg._wake is _Wake.WORD else None))
+    assert states == [
+        (_Wake.WORD, _Stage.TOKEN),
+        (_Wake.WORD, _Stage.TOKEN),
+        (_Wake.WORD, _Stage.GAP),
+        (_Wake.WORD, _Stage.NEXT),
+        (_Wake.IDLE, None),  # decided: no boundary, and nothing to wait for
+        (_Wake.WORD, _Stage.TOKEN),
+    ]
+    assert seg.close() == ["In the U.S. Government is big."]
+
+
+def test_a_code_fence_waits_for_a_backtick() -> None:
+    seg = SentenceSegmenter()
+    assert seg.push("```\nA. B. C. ") == []
+    assert (seg._wake, seg._wake_on.pattern) == (_Wake.CHAR, "`")
+    assert seg.push("D. E. ") == []  # no backtick: stored, not scanned
+    assert seg.push("\n```\nOk") == ["```\nA. B. C. D. E. \n```\n"]
+
+
+def test_english_is_the_default_language() -> None:
+    text = "Dr. Lee left at 6 p.m. The rest stayed. See p. 5 of the report."
+    assert segment(text) == segment(text, rules=ENGLISH)
+    assert segment(text) == [
+        "Dr. Lee left at 6 p.m. ",
+        "The rest stayed. ",
+        "See p. 5 of the report.",
+    ]
+
+
+# A second language is a rules object, not a fork of the engine: a small German here.
+GERMAN = SentenceRules(
+    titles=frozenset({"dr", "hr", "fr", "prof"}),
+    before_numbers=frozenset({"nr", "s", "bd"}),
+    never_final=frozenset({"z.b", "bzw", "usw", "ca", "vgl"}),
+    times=frozenset(),
+    starters=frozenset({"Der", "Die", "Das", "Ich", "Wir", "Er", "Sie", "Es"}),
+    time_lead=ENGLISH.time_lead,  # unused: no times of day with a period
+    word=re.compile("[A-Za-zÄÖÜäöüß]+"),
+    initialism=re.compile(r"[A-Za-z](?:\.[A-Za-z])*"),
+)
+
+
+def test_a_second_language_is_a_rules_module_not_a_fork() -> None:
+    text = "Hr. Müller kommt z.B. Montag. Siehe Nr. 5 im Heft. Er geht."
+    assert segment(text, rules=GERMAN) == [
+        "Hr. Müller kommt z.B. Montag. ",
+        "Siehe Nr. 5 im Heft. ",
+        "Er geht.",
+    ]
+    # The same text under English rules splits after "Hr." (not an English title).
+    assert segment(text)[0] == "Hr. "
+    seg = SentenceSegmenter(rules=GERMAN)
+    chunks = [text[i : i + 3] for i in range(0, len(text), 3)]
+    assert [s for c in chunks for s in seg.push(c)] + seg.close() == segment(text, rules=GERMAN)
+
+
+def test_the_english_rules_are_data() -> None:
+    more = dataclasses.replace(ENGLISH, titles=ENGLISH.titles | {"insp"})
+    assert segment("Ask Insp. Morse now.") == ["Ask Insp. ", "Morse now."]
+    assert segment("Ask Insp. Morse now.", rules=more) == ["Ask Insp. Morse now."]
 
 
 def test_flush_hands_over_the_held_text_and_boundaries_stay_where_they_were() -> None:

@@ -12,9 +12,12 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.marbles import marbles_testing
 from structlog.testing import capture_logs
 
-from kagura import LLMConfig
+from kagura import LLMConfig, StreamMetrics
 from kagura.errors import AuthError, ConfigError
+from kagura.events import TextDelta, Usage
+from kagura.llm.metrics import estimate_tokens
 from kagura.operators import tee_log
+from kagura.pipes import AgentStream, from_llm_events, to_async_iterator
 from kagura.testing.scripted import marble_chunks
 
 KEY = "sk-proj-abcdefghijklmnop1234"
@@ -49,8 +52,52 @@ def test_logs_start_first_token_and_end_with_timings() -> None:
     assert end["chars"] == 13
     assert end["duration_s"] == 8.0
     assert end["ttft_s"] == 2.0
-    assert end["tokens_per_s"] == pytest.approx(13 / 4 / 6)
+    assert end["tokens_per_s"] == pytest.approx(estimate_tokens(13) / 6)  # the one rule: 4
     assert end["tokens_estimated"] is True
+
+
+def test_a_usage_item_gives_the_tokens_and_says_if_they_were_estimated() -> None:
+    for estimated in (False, True):
+        scheduler = TestScheduler()
+        usage = Usage(prompt_tokens=3, completion_tokens=9, total_tokens=12, estimated=estimated)
+        events = {"a": TextDelta("Hello, "), "b": TextDelta("world!"), "u": usage}
+        source = marble_chunks("--a---b-u-|", events, scheduler=scheduler)
+        with capture_logs() as logs:
+            scheduler.start(lambda source=source: source.pipe(tee_log()))
+        end = by_event(logs)["stream.end"]
+        assert end["tokens_per_s"] == pytest.approx(9 / 8)
+        assert end["tokens_estimated"] is estimated
+
+
+def test_a_text_pipeline_reads_the_usage_from_the_metrics_its_source_fills_in() -> None:
+    scheduler = TestScheduler()
+    metrics = StreamMetrics()
+    source = marble_chunks("--a---b-|", {"a": "Hello, ", "b": "world!"}, scheduler=scheduler)
+    filled = source.pipe(
+        rx.do_action(on_completed=lambda: setattr(metrics, "usage", Usage(completion_tokens=3)))
+    )
+    with capture_logs() as logs:
+        scheduler.start(lambda: filled.pipe(tee_log(metrics=metrics)))
+    end = by_event(logs)["stream.end"]
+    assert end["tokens_per_s"] == pytest.approx(3 / 6)
+    assert end["tokens_estimated"] is False
+
+
+async def test_the_log_says_what_the_streams_usage_says() -> None:
+    # The offline model reports its usage (estimated=False); tee_log used to say estimated.
+    metrics = StreamMetrics()
+    events = from_llm_events("one two three", LLMConfig(model="kagura/echo"), metrics=metrics)
+    with capture_logs() as logs:
+        # a text pipeline: the Usage event stays before it, in the metrics
+        stream = AgentStream.from_events(events, metrics=metrics, pipeline=tee_log(metrics=metrics))
+        assert await stream.text() == "one two three"
+        # a pipeline of events: tee_log sees the Usage event itself
+        assert len([e async for e in to_async_iterator(events.pipe(tee_log()))]) == 5
+        # a text pipeline that cannot see the usage: an estimate, and says so
+        await AgentStream.from_events(events, pipeline=tee_log()).text()
+    assert stream.usage == Usage(prompt_tokens=3, completion_tokens=3, total_tokens=6)
+    ends = [entry for entry in logs if entry["event"] == "stream.end"]
+    assert [end["tokens_estimated"] for end in ends] == [False, False, True]
 
 
 def test_every_chunk_logs_each_item_redacted() -> None:

@@ -15,7 +15,14 @@ __all__ = ["StreamMetrics", "estimate_tokens"]
 
 
 def estimate_tokens(chars: int) -> int:
-    """A rough token count for text of ``chars`` characters (about 4 per token)."""
+    """A rough token count for text of ``chars`` characters: 4 per token, rounded up.
+
+    kagura's one estimate, wherever a count is missing (a provider that reports no
+    usage, :func:`~kagura.operators.tee_log`, the CLI's footer).
+
+    >>> [estimate_tokens(n) for n in (0, 1, 4, 5, 13)]
+    [0, 1, 1, 2, 4]
+    """
     return (chars + 3) // 4
 
 

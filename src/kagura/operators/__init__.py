@@ -18,23 +18,11 @@ that uses any operator).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from kagura.operators._accumulate import accumulate as accumulate
-    from kagura.operators._parse import parse_items as parse_items
-    from kagura.operators._parse import parse_model as parse_model
-    from kagura.operators._rechunk import chunk_lines as chunk_lines
-    from kagura.operators._rechunk import chunk_regex as chunk_regex
-    from kagura.operators._rechunk import chunk_words as chunk_words
-    from kagura.operators._sentences import buffer_sentences as buffer_sentences
-    from kagura.operators._strip_tags import strip_tags as strip_tags
-    from kagura.operators._tee_log import tee_log as tee_log
-    from kagura.operators._throttle import throttle as throttle
-    from kagura.operators._timeouts import first_token_timeout as first_token_timeout
-    from kagura.operators._timeouts import idle_timeout as idle_timeout
-
-# Each operator module adds its names here (keep the lines sorted), and above for type checkers.
+# Public name -> the module that defines it, loaded on first access. Each operator module
+# adds its names here (keep the lines sorted), then runs `python -m kagura._exports`, which
+# writes __init__.pyi (the same names, for type checkers) from this table.
 _EXPORTS: dict[str, str] = {
     "accumulate": "kagura.operators._accumulate",
     "buffer_sentences": "kagura.operators._sentences",
@@ -50,28 +38,17 @@ _EXPORTS: dict[str, str] = {
     "throttle": "kagura.operators._throttle",
 }
 
-__all__ = [
-    "accumulate",
-    "buffer_sentences",
-    "chunk_lines",
-    "chunk_regex",
-    "chunk_words",
-    "first_token_timeout",
-    "idle_timeout",
-    "parse_items",
-    "parse_model",
-    "strip_tags",
-    "tee_log",
-    "throttle",
-]
+# Built from the table, so pyright cannot read it here; it reads the stub's list instead.
+__all__ = [*_EXPORTS]  # pyright: ignore[reportUnsupportedDunderAll]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kagura.operators' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kagura.operators' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

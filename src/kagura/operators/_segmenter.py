@@ -12,6 +12,10 @@ Only new text is scanned: a remembered position skips what was already looked
 at, and a chunk that cannot change a decision (no terminator, newline, bracket,
 bullet or backtick, or not what a pending decision waits for) is only stored.
 
+This module is the engine: punctuation, whitespace, Markdown, lists. What a period
+after a word means (abbreviations, titles, times) is a language's, a
+:class:`SentenceRules` in a module of its own; English (:mod:`._rules_en`) is the default.
+
 >>> segment("Mr. Smith paid $3.50 at 5 p.m. today. Was it the U.S. Government? No!")
 ['Mr. Smith paid $3.50 at 5 p.m. today. ', 'Was it the U.S. Government? ', 'No!']
 >>> seg = SentenceSegmenter()
@@ -21,10 +25,12 @@ bullet or backtick, or not what a pending decision waits for) is only stored.
 
 from __future__ import annotations
 
+import enum
 import re
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SentenceSegmenter", "segment"]
+__all__ = ["SentenceRules", "SentenceSegmenter", "segment"]
 
 WHITESPACE: Final = " \t\n\r\f\v\u3000"
 """What separates tokens (a no-break space does not: ``Mr.\\xa0Smith`` stays whole)."""
@@ -55,13 +61,8 @@ _FENCE = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
 _BLANK_PREFIX = re.compile(_cls(WHITESPACE + _BULLETS) + "*")
 _HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]")
 _MARKER = re.compile(_cls(_BULLETS) + r"?\(?(?:(\d{1,3})|([a-z])|([A-Z]))(?:\.\)|\)|\.)")
-_WORD = re.compile("[A-Za-z]+")
-_INITIALISM = re.compile(r"[A-Za-z](?:\.[A-Za-z])*")
-_INTRO_TIME = re.compile(r"(?:[A-Za-z]+ )?\d{1,2}(?:[:.]\d{2})? ?[AaPp]\.[Mm]\.")
 
-# Wake-up patterns: the characters a new chunk must hold to be worth a scan.
-_WAKE_IDLE = re.compile(_cls(_TRIGGERS + "\n"))  # a trigger arrived: wait for a word
-_WAKE_WORD = re.compile("(?!)")  # stepping through _stage; never searched
+# Wake-up patterns: the characters a new chunk must hold to be worth a scan (see _Wake).
 _SPACE = re.compile(_W)
 _SPACES = frozenset(WHITESPACE)
 _TRIGGER_SET = frozenset(_TRIGGERS + "\n")
@@ -70,146 +71,107 @@ _WAKE_FENCE = re.compile("`")
 _WAKE_WS = re.compile(_cls(WHITESPACE + _CJK))
 _WAKE_NONWS = re.compile(_N)
 
-# Abbreviations (lower case, without the final period). Titles and the like that
-# precede a name: a capitalised word after them starts a sentence only if it is a
-# common sentence starter ("Main St. The ..." but "St. Michael's").
-_PREPOSITIVE: Final = frozenset(
-    {
-        "adm",
-        "attys",
-        "brig",
-        "capt",
-        "cmdr",
-        "col",
-        "cpl",
-        "det",
-        "dr",
-        "fr",
-        "gen",
-        "gov",
-        "hon",
-        "ing",
-        "lt",
-        "maj",
-        "messrs",
-        "mr",
-        "mrs",
-        "ms",
-        "mssrs",
-        "mt",
-        "ph",
-        "pres",
-        "prof",
-        "rep",
-        "reps",
-        "rev",
-        "sen",
-        "sens",
-        "sgt",
-        "st",
-        "supt",
-    }
-)
-# Before a number they never end a sentence ("p. 55", "No. 5", "Jan. 3").
-_NUMERIC: Final = frozenset(
-    {
-        "approx",
-        "art",
-        "ca",
-        "ch",
-        "chap",
-        "eq",
-        "eqs",
-        "ext",
-        "fig",
-        "figs",
-        "n°",
-        "nº",
-        "no",
-        "nos",
-        "op",
-        "p",
-        "pp",
-        "ref",
-        "refs",
-        "sec",
-        "tab",
-        "vol",
-        "vols",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-    }
-)
-_NEVER_FINAL: Final = frozenset({"e.g", "i.e", "cf", "viz", "vs", "v", "incl"})
-_TIMES: Final = frozenset({"a.m", "p.m"})
-_STARTERS: Final = frozenset(
-    {
-        "A",
-        "Being",
-        "Did",
-        "For",
-        "He",
-        "How",
-        "However",
-        "I",
-        "In",
-        "It",
-        "Millions",
-        "More",
-        "She",
-        "That",
-        "The",
-        "There",
-        "They",
-        "We",
-        "What",
-        "When",
-        "Where",
-        "Who",
-        "Why",
-        "This",
-        "These",
-        "Those",
-        "You",
-        "If",
-        "But",
-        "So",
-        "Then",
-        "Our",
-        "My",
-        "Its",
-        "Their",
-    }
-)
-
-_WAIT: Final = -1
 _LETTER_A: Final = (ord("a"), ord("A"))  # a list of letters starts at a or A ("J. K. Rowling")
 
 
-def segment(text: str, *, min_chars: int = 0) -> list[str]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentenceRules:
+    """What one language says about a word with a period after it.
+
+    The engine knows punctuation, whitespace, Markdown and lists; a language is one
+    of these, in its own module (:data:`kagura.operators._rules_en.ENGLISH`).
+    Abbreviations are lower case, without their final period.
+    """
+
+    titles: frozenset[str]
+    """Precede a name: a capitalised word after one starts a sentence only if it is
+    in ``starters`` (``Main St. The ...`` but ``St. Michael's``)."""
+    before_numbers: frozenset[str]
+    """Never end a sentence before a number (``p. 55``, ``No. 5``, ``Jan. 3``)."""
+    never_final: frozenset[str]
+    """Never end a sentence (``e.g``, ``vs``)."""
+    times: frozenset[str]
+    """Times of day (``a.m``): they end a sentence unless ``time_lead`` is all of it
+    before them (``At 5 a.m. Mr. Smith left`` but ``He left at 6 P.M. Mr. Smith``)."""
+    starters: frozenset[str]
+    """Capitalised words that start a sentence after a title or an initial."""
+    time_lead: re.Pattern[str]
+    """A sentence opening that ends with a time of day, matched whole."""
+    word: re.Pattern[str]
+    """A word after a title or an initial, matched at its start."""
+    initialism: re.Pattern[str]
+    """Initials (``J``, ``U.S``), matched whole."""
+
+
+class _Wake(enum.IntEnum):
+    """What a pushed chunk must hold before the segmenter scans again."""
+
+    ANY = enum.auto()  # anything: scan whatever arrives
+    IDLE = enum.auto()  # a trigger (_TRIGGER), then the word after it whole
+    WORD = enum.auto()  # a decision waits for a whole word; _step follows it by _Stage
+    CHAR = enum.auto()  # a character that the pattern in ``_wake_on`` matches
+
+
+class _Stage(enum.IntEnum):
+    """How far a wait for a whole word (:attr:`_Wake.WORD`) has got."""
+
+    TOKEN = enum.auto()  # in the token to be decided: wait for a space
+    GAP = enum.auto()  # in the space after it: wait for the next word
+    NEXT = enum.auto()  # in the next word: wait for a space, then scan
+
+
+class _Gap(enum.IntEnum):
+    """The verdict on the whitespace after a token."""
+
+    KEEP = enum.auto()  # the sentence goes on
+    SPLIT = enum.auto()  # a boundary after the whitespace
+    WAIT = enum.auto()  # more text needed (``_wake`` says which)
+
+
+class _ListKind(enum.IntEnum):
+    """How a list marker counts: ``2.``, ``b)``, ``C.``."""
+
+    NUMBER = enum.auto()
+    LOWER = enum.auto()
+    UPPER = enum.auto()
+
+
+# The states as module globals, for the hot path: a global is cheaper than an enum attribute.
+_ANY: Final = _Wake.ANY
+_IDLE: Final = _Wake.IDLE
+_WORD: Final = _Wake.WORD
+_CHAR: Final = _Wake.CHAR
+_IN_TOKEN: Final = _Stage.TOKEN
+_IN_GAP: Final = _Stage.GAP
+_IN_NEXT: Final = _Stage.NEXT
+_KEEP: Final = _Gap.KEEP
+_SPLIT: Final = _Gap.SPLIT
+_WAIT: Final = _Gap.WAIT
+
+_Marker = tuple[_ListKind, int]  # a list marker: its kind and its number (or letter's ord)
+
+
+def segment(text: str, *, min_chars: int = 0, rules: SentenceRules | None = None) -> list[str]:
     """Split a whole text into sentences (each with its trailing whitespace)."""
-    seg = SentenceSegmenter(min_chars=min_chars)
+    seg = SentenceSegmenter(min_chars=min_chars, rules=rules)
     return seg.push(text) + seg.close()
 
 
-def _marker(token: str) -> tuple[int, int] | None:
+def _english() -> SentenceRules:
+    # Imported on first use: the rules module imports SentenceRules from this one.
+    from kagura.operators._rules_en import ENGLISH
+
+    return ENGLISH
+
+
+def _marker(token: str) -> _Marker | None:
     """``(kind, value)`` if ``token`` is a list marker such as ``2.``, ``b)``, ``(3)``, ``•4.``."""
     m = _MARKER.fullmatch(token)
     if m is None:
         return None
     if m[1] is not None:
-        return 0, int(m[1])
-    return (1, ord(m[2])) if m[2] is not None else (2, ord(m[3]))
+        return _ListKind.NUMBER, int(m[1])
+    return (_ListKind.LOWER, ord(m[2])) if m[2] is not None else (_ListKind.UPPER, ord(m[3]))
 
 
 def _is_dots(token: str) -> bool:
@@ -241,7 +203,8 @@ class SentenceSegmenter:
 
     ``min_chars`` holds back a sentence shorter than that (trailing whitespace not
     counted) and joins it to the next one. :meth:`flush` hands over whatever is
-    held, for callers that cannot wait (a timer, an error).
+    held, for callers that cannot wait (a timer, an error). ``rules`` is the
+    language (default: :data:`~kagura.operators._rules_en.ENGLISH`).
     """
 
     __slots__ = (
@@ -256,14 +219,17 @@ class SentenceSegmenter:
         "_parts",
         "_pos",
         "_prev_marker",
+        "_rules",
         "_stage",
         "_start",
         "_waiting",
         "_wake",
+        "_wake_on",
     )
 
-    def __init__(self, *, min_chars: int = 0) -> None:
+    def __init__(self, *, min_chars: int = 0, rules: SentenceRules | None = None) -> None:
         self._min_chars = min_chars
+        self._rules = rules if rules is not None else _english()
         self._buf = ""  # text from (at least) the last boundary on
         self._parts: list[str] = []  # chunks not yet joined onto _buf
         self._start = 0  # the last boundary: where the current sentence starts in _buf
@@ -272,12 +238,12 @@ class SentenceSegmenter:
         self._emitted = 0  # how much of _buf was already handed out (by a cut or flush())
         self._held = ""  # finished sentences held back by min_chars
         self._fence = 0  # length of the open ``` fence, 0 outside one
-        self._marker: tuple[int, int] | None = None  # list marker opening this sentence
-        self._prev_marker: tuple[int, int] | None = None  # the one opening the previous sentence
+        self._marker: _Marker | None = None  # list marker opening this sentence
+        self._prev_marker: _Marker | None = None  # the one opening the previous sentence
         self._out: list[str] = []
-        self._wake: re.Pattern[str] | None = _WAKE_IDLE
-        # With _WAKE_WORD: 1 = in the token, 2 = in the space after it, 3 = in the next word.
-        self._stage = 0
+        self._wake: _Wake = _IDLE
+        self._wake_on = _TRIGGER  # with _CHAR: what the chunk must hold
+        self._stage: _Stage = _IN_TOKEN  # with _WORD: how far the word has got
         self._waiting: tuple[int, int] | None = None  # the token whose following gap waits
 
     # -- public -----------------------------------------------------------------
@@ -285,11 +251,11 @@ class SentenceSegmenter:
     def push(self, text: str) -> list[str]:
         """Add ``text``; return the sentences whose end it made certain."""
         wake = self._wake
-        if wake is _WAKE_WORD:
+        if wake is _WORD:
             if _NOW_SET.isdisjoint(text) and not self._step(text, 0):
                 self._parts.append(text)
                 return []
-        elif wake is _WAKE_IDLE:
+        elif wake is _IDLE:
             # A trigger's token is decided once the word after it is whole (CJK terminators
             # and bullets at once): scan only then, however the text is chunked.
             if _TRIGGER_SET.isdisjoint(text):
@@ -297,14 +263,14 @@ class SentenceSegmenter:
                     self._parts.append(text)
                 return []
             if _NOW_SET.isdisjoint(text):
-                m = _WAKE_IDLE.search(text)
+                m = _TRIGGER.search(text)
                 i = 0 if m is None else m.end()  # never None: a trigger is in text
-                self._wake = _WAKE_WORD
-                self._stage = 2 if text[i - 1 : i] == "\n" else 1
+                self._wake = _WORD
+                self._stage = _IN_GAP if text[i - 1 : i] == "\n" else _IN_TOKEN
                 if not self._step(text, i):
                     self._parts.append(text)
                     return []
-        elif wake is not None and wake.search(text) is None:
+        elif wake is _CHAR and self._wake_on.search(text) is None:
             if text:
                 self._parts.append(text)
             return []
@@ -325,16 +291,16 @@ class SentenceSegmenter:
     def _step(self, text: str, i: int) -> bool:
         """Follow the wait for a whole word through ``text[i:]``; True once it is whole."""
         stage = self._stage
-        if stage != 2 and _SPACES.isdisjoint(text):
+        if stage is not _IN_GAP and _SPACES.isdisjoint(text):
             return False
         while True:
-            m = (_WAKE_NONWS if stage == 2 else _SPACE).search(text, i)
+            m = (_WAKE_NONWS if stage is _IN_GAP else _SPACE).search(text, i)
             if m is None:
                 self._stage = stage
                 return False
-            if stage == 3:
+            if stage is _IN_NEXT:
                 return True
-            stage += 1
+            stage = _IN_GAP if stage is _IN_TOKEN else _IN_NEXT
             i = m.end()
 
     def close(self) -> list[str]:
@@ -347,7 +313,7 @@ class SentenceSegmenter:
         self._held = self._buf = ""
         self._start = self._pos = self._done = self._emitted = self._fence = 0
         self._marker = self._prev_marker = self._waiting = None
-        self._wake = _WAKE_IDLE
+        self._wake = _IDLE
         return self._take()
 
     @property
@@ -415,7 +381,7 @@ class SentenceSegmenter:
             buf = self._buf
             m = _TRIGGER.search(buf, self._pos)
             if m is None:
-                self._wake = _WAKE_IDLE
+                self._wake = _IDLE
                 return
             i = m.start()
             if buf[i] == "\n":
@@ -440,7 +406,7 @@ class SentenceSegmenter:
             return True
         if buf[t0] == "`" and buf.startswith("```", t0):
             if t1 == n and not final:
-                return self._wait_word(1)
+                return self._wait_word(_IN_TOKEN)
             line = max(self._start, buf.rfind("\n", self._start, t0) + 1)
             if not buf[line:t0].strip(" \t"):
                 run = _end(_NONWS_RUN, buf, t0)  # the opening fence and its info string
@@ -451,18 +417,18 @@ class SentenceSegmenter:
         if k is not None:
             e = _end(_CJK_TAIL, buf, k.start())
             if e == n:
-                return self._wait(None) if not final else self._advance(n)
+                return self._wait_any() if not final else self._advance(n)
             if buf[e] in WHITESPACE:
                 e = _end(_WS_RUN, buf, e)
                 if e == n and not final:
-                    return self._wait(_WAKE_NONWS)
+                    return self._wait_for(_WAKE_NONWS)
             if e < n:
                 self._cut(e)
             else:
                 self._pos = n
             return True
         if t1 == n and not final:
-            return self._wait_word(1)
+            return self._wait_word(_IN_TOKEN)
         token = buf[t0:t1]
         mark = _marker(token) if len(token) <= 7 else None
         if mark is not None:
@@ -470,7 +436,9 @@ class SentenceSegmenter:
             if not at_start and t0 > self._done and self._follows(mark):
                 self._cut(t0)  # the next item of a list: "1. First 2. Second"
                 return True
-            if at_start and (mark[0] == 0 or mark[1] in _LETTER_A or self._continues(mark)):
+            if at_start and (
+                mark[0] is _ListKind.NUMBER or mark[1] in _LETTER_A or self._continues(mark)
+            ):
                 self._marker = mark
                 self._pos = t1  # a marker opening a sentence does not end it
                 return True
@@ -497,19 +465,19 @@ class SentenceSegmenter:
         m = _FENCE.search(buf, self._pos)
         if m is None:
             self._pos = max(self._pos, buf.rfind("\n", self._pos) + 1)
-            return self._wait(_WAKE_FENCE)
+            return self._wait_for(_WAKE_FENCE)
         run = m.end(1)
         if run == n and not final:
-            return self._wait(None)
+            return self._wait_any()
         if run - m.start(1) < self._fence:
             self._pos = run
             return True
         t1 = _end(_NONWS_RUN, buf, run)
         if t1 == n and not final:
-            return self._wait(_WAKE_WS)
+            return self._wait_for(_WAKE_WS)
         g1 = _end(_WS_RUN, buf, t1)
         if g1 == n and not final:
-            return self._wait(_WAKE_NONWS)
+            return self._wait_for(_WAKE_NONWS)
         self._fence = 0  # a closed code block ends a segment
         if g1 < n:
             self._cut(g1)
@@ -517,12 +485,20 @@ class SentenceSegmenter:
             self._pos = n
         return True
 
-    def _wait(self, wake: re.Pattern[str] | None) -> bool:
-        self._wake = wake
+    def _wait_any(self) -> bool:
+        """Scan again on the next push, whatever it brings; False (no progress)."""
+        self._wake = _ANY
         return False
 
-    def _wait_word(self, stage: int) -> bool:
-        self._wake = _WAKE_WORD
+    def _wait_for(self, chars: re.Pattern[str]) -> bool:
+        """Scan again once a push brings a character ``chars`` matches; False."""
+        self._wake = _CHAR
+        self._wake_on = chars
+        return False
+
+    def _wait_word(self, stage: _Stage) -> bool:
+        """Scan again once the word this wait is at (``stage``) is whole; False."""
+        self._wake = _WORD
         self._stage = stage
         return False
 
@@ -530,12 +506,12 @@ class SentenceSegmenter:
         self._pos = pos
         return True
 
-    def _follows(self, mark: tuple[int, int]) -> bool:
+    def _follows(self, mark: _Marker) -> bool:
         """Whether ``mark`` is the next item of the list this sentence opened."""
         last = self._marker
         return last is not None and last[0] == mark[0] and mark[1] == last[1] + 1
 
-    def _continues(self, mark: tuple[int, int]) -> bool:
+    def _continues(self, mark: _Marker) -> bool:
         """Whether ``mark`` is the next item after the one opening the previous sentence."""
         last = self._prev_marker
         return last is not None and last[0] == mark[0] and mark[1] == last[1] + 1
@@ -550,33 +526,33 @@ class SentenceSegmenter:
         g1 = _end(_WS_RUN, buf, a1)
         if g1 == n:
             if not final:
-                return self._wait_word(2)  # the next token must be whole
+                return self._wait_word(_IN_GAP)  # the next token must be whole
             self._waiting = None
             return self._advance(n)
         b1 = _end(_NONWS_RUN, buf, g1)
         if b1 == n and not final:
-            return self._wait_word(3)
-        split = self._decide(a0, a1, g1, b1, final)
-        if split == _WAIT:
+            return self._wait_word(_IN_NEXT)
+        verdict = self._decide(a0, a1, g1, b1, final)
+        if verdict is _WAIT:
             return False
         self._waiting = None
-        if split:
+        if verdict is _SPLIT:
             self._cut(g1)
         else:
             self._pos = self._done = g1
         return True
 
-    def _decide(self, a0: int, a1: int, g1: int, b1: int, final: bool) -> int:
-        """1 to split at ``g1``, 0 not to, ``_WAIT`` (with ``_wake`` set) for more text."""
+    def _decide(self, a0: int, a1: int, g1: int, b1: int, final: bool) -> _Gap:
+        """Split at ``g1``, keep the sentence going, or wait (``_wake`` set) for more text."""
         buf = self._buf
         a = buf[a0:a1]
         b = buf[g1:b1]
         newlines = buf.count("\n", a1, g1)
         if newlines >= 2 or b[0] in _BULLETS:
-            return 1
+            return _SPLIT
         mark_b = _marker(b) if newlines or self._marker is not None else None
         if mark_b is not None and self._follows(mark_b):
-            return 1
+            return _SPLIT
         if newlines and (
             mark_b is not None
             or b in ("-", "*", "+")
@@ -584,29 +560,29 @@ class SentenceSegmenter:
             or b.startswith("```")
             or _HEADING.match(buf, max(self._start, buf.rfind("\n", self._start, a0) + 1))
         ):
-            return 1
+            return _SPLIT
         if self._marker is not None and _marker(a) == self._marker and self._at_start(a0):
-            return 0
+            return _KEEP
         core = a.rstrip(_CLOSERS)
         if not core or core[-1] not in _TERM:
-            return 0
+            return _KEEP
         r = len(core) - 1
         while r > 0 and core[r - 1] in _TERM:
             r -= 1
         if r > 0 and core[r - 1] in "[(":
-            return 0  # an editorial mark: "[...]", "(?)"
+            return _KEEP  # an editorial mark: "[...]", "(?)"
         run = core[r:]
         word = core[:r].lstrip(_OPENERS)
         dots = not run.strip(".…")
         if b[0] in ".\u2026" and _is_dots(b):
             if not word or not dots or run != ".":
-                return 0  # inside an ellipsis
+                return _KEEP  # inside an ellipsis
             return self._before_ellipsis(word, a1, g1, final)
         if not word and dots:
             return self._after_ellipsis(a0, a, b)
-        return int(self._splits(word, run, b, a1))
+        return _SPLIT if self._splits(word, run, b, a1) else _KEEP
 
-    def _before_ellipsis(self, word: str, a1: int, g1: int, final: bool) -> int:
+    def _before_ellipsis(self, word: str, a1: int, g1: int, final: bool) -> _Gap:
         """``word.`` then spaced dots: ``compounds. . . . The`` ends after ``compounds.``."""
         buf = self._buf
         n = len(buf)
@@ -615,21 +591,22 @@ class SentenceSegmenter:
         while True:
             e = _end(_NONWS_RUN, buf, j)
             if e == n and not final:
-                self._wake = _WAKE_WS
+                self._wait_for(_WAKE_WS)
                 return _WAIT
             token = buf[j:e]
             if not token or not _is_dots(token):
                 break
             count += 1
             if token != "." or count > 3:
-                return 0
+                return _KEEP
             j = _end(_WS_RUN, buf, e)
             if j == n and not final:
-                self._wake = _WAKE_NONWS
+                self._wait_for(_WAKE_NONWS)
                 return _WAIT
-        return int(count == 3 and bool(token) and self._splits(word, ".", token, a1))
+        ends = count == 3 and bool(token) and self._splits(word, ".", token, a1)
+        return _SPLIT if ends else _KEEP
 
-    def _after_ellipsis(self, a0: int, a: str, b: str) -> int:
+    def _after_ellipsis(self, a0: int, a: str, b: str) -> _Gap:
         """The last of spaced dots: three alone are a pause, more (or after ``word.``) an end."""
         buf = self._buf
         total = _dot_count(a)
@@ -650,8 +627,8 @@ class SentenceSegmenter:
             total += _dot_count(prev)
             end = p0
         if total <= 3:
-            return 0
-        return int(self._splits("", "..", b, a0))
+            return _KEEP
+        return _SPLIT if self._splits("", "..", b, a0) else _KEEP
 
     def _splits(self, word: str, run: str, b: str, a1: int) -> bool:
         """Whether ``word`` + terminator ``run`` ends a sentence, given the next token ``b``."""
@@ -665,18 +642,21 @@ class SentenceSegmenter:
             return True  # "?", "!", "?!", "...": anything but lower case after
         if not word:
             return True
+        rules = self._rules
         low = word.lower()
-        initialism = (len(word) == 1 or "." in word) and _INITIALISM.fullmatch(word) is not None
+        initialism = (len(word) == 1 or "." in word) and rules.initialism.fullmatch(
+            word
+        ) is not None
         if c.isdigit():
-            return not (low in _NUMERIC or low in _PREPOSITIVE or initialism)
-        if low in _NEVER_FINAL:
+            return not (low in rules.before_numbers or low in rules.titles or initialism)
+        if low in rules.never_final:
             return False
-        if low in _TIMES:  # "At 5 a.m. Mr. Smith left" but "He left at 6 P.M. Mr. Smith"
+        if low in rules.times:  # "At 5 a.m. Mr. Smith left" but "He left at 6 P.M. Mr. Smith"
             lead = self._buf[self._start : a1].strip(WHITESPACE + _BULLETS)
-            return _INTRO_TIME.fullmatch(lead) is None
-        if low in _PREPOSITIVE or initialism:
-            w = _WORD.match(first)
+            return rules.time_lead.fullmatch(lead) is None
+        if low in rules.titles or initialism:
+            w = rules.word.match(first)
             if w is None or (w.end() == 1 and first[1:2] == "."):
                 return False  # an initial: "Mr. J. Smith"
-            return w[0] in _STARTERS
+            return w[0] in rules.starters
         return True

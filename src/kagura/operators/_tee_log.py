@@ -13,6 +13,8 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from kagura import redact
 from kagura.errors import ConfigError
+from kagura.events import Usage
+from kagura.llm.metrics import StreamMetrics, estimate_tokens
 from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["tee_log"]
@@ -21,7 +23,6 @@ _T = TypeVar("_T")
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 _LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error", "critical")
-_CHARS_PER_TOKEN = 4
 
 
 def tee_log(
@@ -30,6 +31,7 @@ def tee_log(
     level: LogLevel = "debug",
     every_chunk: bool = False,
     name: str | None = None,
+    metrics: StreamMetrics | None = None,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Log a stream's lifecycle as structured events; pass every item through untouched.
@@ -43,8 +45,13 @@ def tee_log(
       redacted ``text`` (only with ``every_chunk=True``);
     - ``stream.end`` with ``chunks``, ``chars``, ``duration_s`` (from
       subscription), ``ttft_s`` and ``tokens_per_s`` (from the first token to
-      the end, ``None`` if no time passed), with tokens estimated as chars / 4
-      (``tokens_estimated=True``); ``chars`` counts ``str`` items only;
+      the end, ``None`` if no time passed); ``chars`` counts ``str`` items only.
+      The tokens are the stream's usage, and ``tokens_estimated`` says what the
+      usage says (``usage.estimated``): the last :class:`~kagura.Usage` item
+      that passed (a pipeline of events), else ``metrics.usage`` (``metrics``:
+      the :class:`~kagura.StreamMetrics` its source fills in, for a pipeline of
+      text). With neither, the tokens are estimated from ``chars``
+      (:func:`~kagura.llm.metrics.estimate_tokens`, ``tokens_estimated=True``);
     - ``stream.error`` with ``error_type`` and the redacted ``error``, plus the
       counts so far;
     - ``stream.cancel`` with the counts so far, if disposed before it ended.
@@ -86,6 +93,7 @@ def tee_log(
             first_at: datetime | None = None
             chunks = 0
             chars = 0
+            usage: Usage | None = None  # the last Usage item seen
             ended = False
 
             def elapsed(since: datetime = started_at) -> float:
@@ -95,7 +103,9 @@ def tee_log(
                 return {"chunks": chunks, "chars": chars, "duration_s": elapsed()}
 
             def on_next(value: _T) -> None:
-                nonlocal chunks, chars, first_at
+                nonlocal chunks, chars, first_at, usage
+                if isinstance(value, Usage):
+                    usage = value
                 size = len(value) if isinstance(value, str) else 0
                 chunks += 1
                 chars += size
@@ -128,13 +138,15 @@ def tee_log(
                 nonlocal ended
                 ended = True
                 writing_s = 0.0 if first_at is None else elapsed(first_at)
+                known = usage if usage is not None or metrics is None else metrics.usage
+                tokens = estimate_tokens(chars) if known is None else known.completion_tokens
                 emit(
                     "stream.end",
                     level,
                     **counts(),
                     ttft_s=None if first_at is None else (first_at - started_at).total_seconds(),
-                    tokens_per_s=chars / _CHARS_PER_TOKEN / writing_s if writing_s > 0 else None,
-                    tokens_estimated=True,
+                    tokens_per_s=tokens / writing_s if writing_s > 0 else None,
+                    tokens_estimated=known is None or known.estimated,
                 )
                 observer.on_completed()
 

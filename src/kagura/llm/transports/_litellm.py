@@ -1,11 +1,12 @@
 """Import litellm on first use, configured for kagura.
 
-``import litellm`` takes 5 to 9 s and about 200 MB, and without
+``import litellm`` takes seconds and a lot of memory (the cold-start table of
+``docs/en/guides/performance-streaming.md``; ``make bench``), and without
 ``LITELLM_LOCAL_MODEL_COST_MAP=True`` it first fetches a cost map over the
 network. ``import kagura`` therefore never imports it; the first call does,
-with the local cost map, per-chunk streaming logging off (about 60% of
-litellm's per-chunk cost) unless ``KAGURA_LITELLM_LOGGING=1``, and kagura's
-offline models registered as a custom provider.
+with the local cost map, per-chunk streaming logging off (what that saves depends
+on litellm's version: the same page) unless ``KAGURA_LITELLM_LOGGING=1``, and
+kagura's offline models registered as a custom provider.
 """
 
 from __future__ import annotations

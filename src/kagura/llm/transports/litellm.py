@@ -44,7 +44,7 @@ class LiteLLMTransport:
         config = request.config
         api_key = await config.aget_api_key()
         remember_secret(api_key)
-        remember_environment_secrets()  # about 1 µs per variable
+        remember_environment_secrets()  # one pass over os.environ, cheap enough per call
         if api_key is None and config.api_base is None and not config.is_offline:
             _require_environment(config.model)
         kwargs: dict[str, Any] = {

@@ -20,6 +20,16 @@ Both take ``ttft`` (seconds before the first token, default 0) and
 ...     return [e.text async for e in events if hasattr(e, "text")]
 >>> asyncio.run(texts())
 ['a ', 'b']
+
+Their usage counts those tokens (words), in the prompt as in the answer:
+
+>>> async def usage(prompt):
+...     events = offline_events("kagura/echo", [{"role": "user", "content": prompt}], {})
+...     return [e async for e in events if isinstance(e, Usage)]
+>>> asyncio.run(usage("a b c"))
+[Usage(prompt_tokens=3, completion_tokens=3, total_tokens=6, estimated=False)]
+>>> asyncio.run(usage(""))
+[Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0, estimated=False)]
 """
 
 from __future__ import annotations
@@ -71,10 +81,6 @@ def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def _prompt_chars(messages: Sequence[Mapping[str, Any]]) -> int:
-    return sum(len(str(m.get("content") or "")) for m in messages)
-
-
 async def offline_events(
     model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
 ) -> AsyncIterator[StreamEvent]:
@@ -99,9 +105,11 @@ async def offline_events(
         if i and interval:
             await asyncio.sleep(interval)
         yield TextDelta(token)
+    # An offline model's tokens are the words tokenize() yields, in the prompt as in the answer:
+    # counted, not estimated.
     prompt_tokens = len(tokenize(" ".join(str(m.get("content") or "") for m in messages)))
     yield Usage(
-        prompt_tokens=prompt_tokens or max(1, _prompt_chars(messages) // 4),
+        prompt_tokens=prompt_tokens,
         completion_tokens=len(tokens),
         total_tokens=prompt_tokens + len(tokens),
     )

@@ -31,7 +31,7 @@ _BOM: Final = b"\xef\xbb\xbf"
 
 
 class ServerSentEvent(NamedTuple):
-    """One dispatched event (a named tuple: half the cost of a frozen dataclass per event).
+    """One dispatched event (a named tuple: cheaper per event than a frozen dataclass).
 
     ``data`` is the event's data lines joined with LF, as bytes; ``event`` its type
     (``"message"`` unless an ``event`` field said otherwise); ``id`` the stream's last
