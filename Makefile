@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest docs bench clean browser
+.PHONY: demo test lint typecheck pytest pytest-dev docs bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -37,7 +37,12 @@ browser:
 	  (timeout 120 apt-get update -qq >/dev/null 2>&1 && \
 	   timeout 300 apt-get install -y -qq chromium >/dev/null 2>&1) || true)
 
+# The suite on Python 3.11, 3.12 and 3.13 (noxfile.py), each in a fresh environment;
+# `make pytest-dev` runs it once, in .venv.
 pytest: $(STAMP) browser
+	$(BIN)/nox
+
+pytest-dev: $(STAMP) browser
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 # The documentation site (docs/en, mkdocs.yml) into site/ (git-ignored); --strict turns
@@ -53,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) .nox build dist .pytest_cache .ruff_cache
