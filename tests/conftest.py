@@ -10,9 +10,10 @@ from typing import Literal
 import pytest
 from hypothesis import HealthCheck, settings
 
+from _probe import PROBE, Probe
 from _wire_servers import RawServer, UvicornServer
 from kagura.llm.config import LLMConfig
-from kagura.testing.loopback import LoopbackServer
+from kagura.testing.loopback import LoopbackServer, Script
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -64,6 +65,28 @@ def loopback_config(loopback: LoopbackServer, transport: Literal["direct", "lite
         max_retries=0,
         transport=transport,
     )
+
+
+@pytest.fixture
+def probe(loopback: LoopbackServer) -> Probe:
+    """Send one request to the loopback server and wait for its answer, then return the last
+    user message of every request the server has recorded (the probe's last).
+
+    A test that checks that something did *not* reach the server waits on this instead of
+    a sleep: whatever the code under test sent, it sent before the probe.
+    """
+
+    async def send() -> list[str]:
+        from kagura import call_llm_stream
+
+        config = LLMConfig(
+            model="openai/m", api_base=loopback.base_url, api_key="sk-probe-0123", max_retries=0
+        )
+        loopback.enqueue(Script.text("ok"))
+        assert [c async for c in call_llm_stream(PROBE, config)] == ["ok"]
+        return [str(r.body["messages"][-1]["content"]) for r in loopback.requests]
+
+    return send
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from reactivex import operators as rx
 
+from _probe import PROBE, Probe
 from kagura.errors import StreamError
 from kagura.events import Finish, StreamEvent, TextDelta, Usage
 from kagura.llm.config import LLMConfig
@@ -77,17 +78,16 @@ async def test_from_llm_reassembles_over_http(
 
 # -- cold ------------------------------------------------------------------------------------------
 async def test_creating_sends_nothing_and_each_subscription_is_one_request(
-    loopback: LoopbackServer, loopback_config: LLMConfig
+    loopback: LoopbackServer, loopback_config: LLMConfig, probe: Probe
 ) -> None:
     answer = from_llm("hi", loopback_config)
-    await asyncio.sleep(0.05)
-    assert loopback.requests == []
+    assert await probe() == [PROBE]  # creating it sent nothing
     loopback.enqueue(Script.text("first answer"), Script.text("second answer"))
     first = "".join([c async for c in to_async_iterator(answer)])
-    assert len(loopback.requests) == 1
+    assert len(loopback.requests) == 2
     second = "".join([c async for c in to_async_iterator(answer)])
     assert (first, second) == ("first answer", "second answer")
-    assert len(loopback.requests) == 2
+    assert len(loopback.requests) == 3
 
 
 async def test_a_factory_runs_once_per_subscription() -> None:
@@ -106,12 +106,11 @@ async def test_a_factory_runs_once_per_subscription() -> None:
 
 
 async def test_disposed_before_the_first_turn_makes_no_request(
-    loopback: LoopbackServer, loopback_config: LLMConfig
+    loopback_config: LLMConfig, probe: Probe
 ) -> None:
     subscription = from_llm("hi", loopback_config).subscribe()
     subscription.dispose()
-    await asyncio.sleep(0.05)
-    assert loopback.requests == []
+    assert await probe() == [PROBE]
 
 
 def test_subscribing_off_the_event_loop_is_a_clear_error() -> None:
