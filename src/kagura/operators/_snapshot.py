@@ -61,7 +61,7 @@ class _Plan:
         self._children: dict[str, _Plan | None] = {}
         self._defaults: tuple[dict[str, Any], dict[str, Callable[[], Any]]] | None = None
         # Build snapshots without model_construct's per-field alias lookups when nothing
-        # (a post-init hook, private attributes, extra fields) needs it: 3 times cheaper.
+        # (a post-init hook, private attributes, extra fields) needs it (bench_partial_parse).
         # It writes pydantic's private instance attributes: test_parse.py checks that it
         # gives what model_construct gives on the installed pydantic.
         self.fast = model is not None and not (
