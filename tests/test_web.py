@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +25,7 @@ from starlette.routing import Route
 from _live_server import serve
 from kagura import AgentStream, LLMConfig
 from kagura.errors import AuthError
-from kagura.operators import parse_model
+from kagura.operators import parse_model, throttle
 from kagura.pipes import StreamOutcome
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.web import sse_response
@@ -38,6 +38,17 @@ class Pet(BaseModel):
 
 
 PET = Pet(name="Rex", kind="dog", tricks=["sit", "roll over", "play dead"])
+
+
+class Buggy(BaseModel):
+    """A model whose validator has a bug: the error comes while the stream completes."""
+
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def buggy(cls, value: int) -> int:
+        raise TypeError("a bug in the validator")
 
 
 @dataclass
@@ -80,6 +91,15 @@ def make_app(upstream: Upstream) -> Starlette:
         )
         return sse_response(stream)
 
+    async def buggy(request: Request) -> Response:
+        stream = AgentStream.from_llm(
+            "n",
+            LLMConfig(model="kagura/replay"),
+            pipeline=[throttle(0.05), parse_model(Buggy)],
+            replay_text='{"n": 5}',
+        )
+        return sse_response(stream)
+
     async def boom(request: Request) -> Response:
         async def failing() -> AsyncIterator[str]:
             yield "so far "
@@ -99,6 +119,7 @@ def make_app(upstream: Upstream) -> Starlette:
             Route("/lines", lines),
             Route("/pet", pet),
             Route("/boom", boom),
+            Route("/buggy", buggy),
             Route("/upstream", from_upstream),
         ]
     )
@@ -196,6 +217,14 @@ async def test_an_unexpected_error_is_reported_without_its_message(web: Web) -> 
     body = repr(got)
     assert "hunter2" not in body
     assert "sk-live" not in body
+
+
+async def test_an_error_while_the_pipeline_completes_ends_the_response(web: Web) -> None:
+    # It used to be lost in the source's task: the response sent neither error nor done.
+    async with asyncio.timeout(10):
+        got = await get_events(web, "/buggy")
+    assert [name for name, _ in got][-2:] == ["error", "done"]
+    assert json.loads(got[-1][1]) == {"outcome": "failed"}
 
 
 async def test_a_stream_error_keeps_its_type(web: Web, loopback: LoopbackServer) -> None:

@@ -339,3 +339,19 @@ async def test_observable_composes_a_new_request(
     assert len(loopback.requests) == 2
     assert answer.partial_text == "second run"  # each run starts afresh, like the metrics
     assert answer.metrics.chars == len("second run")
+
+
+async def test_final_on_a_stream_that_emitted_nothing_is_a_parse_error() -> None:
+    from kagura.errors import ParseError
+
+    stream = AgentStream.from_llm(
+        "x",
+        LLMConfig(model="kagura/replay"),
+        pipeline=[rx.filter(lambda _: False)],
+        replay_text="nothing passes",
+        tokens_per_s=0,
+        ttft=0,
+    )
+    with pytest.raises(ParseError, match="without an item") as info:
+        await stream.final()
+    assert info.value.raw_text == "nothing passes"

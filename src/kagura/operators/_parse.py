@@ -18,6 +18,7 @@ from reactivex import Observable, abc
 from kagura._json import first_json_value
 from kagura._json.incremental import MISSING, IncrementalJSONParser, JSONSyntaxError
 from kagura.errors import ConfigError, ParseError
+from kagura.operators._guard import deliver_errors
 from kagura.operators._snapshot import SnapshotBuilder, plan_for
 
 __all__ = ["parse_items", "parse_model"]
@@ -88,7 +89,12 @@ def parse_model(
                 on_next, on_completed = _partial_handlers(model, every, observer)
             else:
                 on_next, on_completed = _whole_handlers(model, observer)
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            return source.subscribe(
+                on_next,
+                observer.on_error,
+                deliver_errors(observer, on_completed),
+                scheduler=scheduler,
+            )
 
         return Observable(subscribe)
 
@@ -185,7 +191,12 @@ def parse_items(
                 else:
                     observer.on_completed()
 
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            return source.subscribe(
+                on_next,
+                observer.on_error,
+                deliver_errors(observer, on_completed),
+                scheduler=scheduler,
+            )
 
         return Observable(subscribe)
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from reactivex import Observable, abc
 
+from kagura.operators._guard import deliver_errors, fail_after
+
 __all__ = ["chunk_lines", "chunk_regex", "chunk_words"]
 
 # Given the held text and a new chunk, return the complete units and the new held text.
@@ -149,14 +151,15 @@ def _rechunk(split: _Splitter) -> Callable[[Observable[str]], Observable[str]]:
                     observer.on_next(rest)
 
             def on_error(error: Exception) -> None:
-                flush()
-                observer.on_error(error)
+                fail_after(observer, flush, error)
 
             def on_completed() -> None:
                 flush()
                 observer.on_completed()
 
-            return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
+            return source.subscribe(
+                on_next, on_error, deliver_errors(observer, on_completed), scheduler=scheduler
+            )
 
         return Observable(subscribe)
 

@@ -10,6 +10,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
 from kagura.errors import ConfigError
+from kagura.operators._guard import deliver_errors, fail_after
 from kagura.operators._segmenter import WHITESPACE, SentenceSegmenter
 from kagura.operators.scheduling import resolve_scheduler
 
@@ -92,7 +93,9 @@ def buffer_sentences(
                         timing = False
                     if not timing and seg.holding:
                         timing = True
-                        timer.disposable = sched.schedule_relative(wait, expire)
+                        timer.disposable = sched.schedule_relative(
+                            wait, deliver_errors(observer, expire)
+                        )
 
             def stop() -> None:
                 nonlocal stopped
@@ -100,12 +103,14 @@ def buffer_sentences(
                 timer.dispose()
 
             def on_error(error: Exception) -> None:
-                with lock:
-                    stop()
+                def emit_held() -> None:
                     held = seg.flush()
                     if held:
                         observer.on_next(held)
-                    observer.on_error(error)
+
+                with lock:
+                    stop()
+                    fail_after(observer, emit_held, error)
 
             def on_completed() -> None:
                 with lock:
@@ -121,7 +126,7 @@ def buffer_sentences(
             upstream = source.subscribe(
                 on_next_untimed if max_wait is None else on_next_timed,
                 on_error,
-                on_completed,
+                deliver_errors(observer, on_completed),
                 scheduler=subscribe_scheduler,
             )
             return CompositeDisposable(upstream, Disposable(dispose))

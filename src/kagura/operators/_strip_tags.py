@@ -8,6 +8,7 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 
 from kagura.errors import ConfigError
+from kagura.operators._guard import deliver_errors, fail_after
 
 __all__ = ["strip_tags"]
 
@@ -80,14 +81,15 @@ def strip_tags(name: str) -> Callable[[Observable[str]], Observable[str]]:
                     observer.on_next(rest)
 
             def on_error(error: Exception) -> None:
-                flush()
-                observer.on_error(error)
+                fail_after(observer, flush, error)
 
             def on_completed() -> None:
                 flush()
                 observer.on_completed()
 
-            return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
+            return source.subscribe(
+                on_next, on_error, deliver_errors(observer, on_completed), scheduler=scheduler
+            )
 
         return Observable(subscribe)
 

@@ -11,10 +11,11 @@ import structlog
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from kagura import redact
+from kagura._redact import redact
 from kagura.errors import ConfigError
 from kagura.events import Usage
 from kagura.llm.metrics import StreamMetrics, estimate_tokens
+from kagura.operators._guard import deliver_errors
 from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["tee_log"]
@@ -156,7 +157,10 @@ def tee_log(
 
             emit("stream.start", level)
             upstream = source.subscribe(
-                on_next, on_error, on_completed, scheduler=subscribe_scheduler
+                on_next,
+                on_error,
+                deliver_errors(observer, on_completed),
+                scheduler=subscribe_scheduler,
             )
             return CompositeDisposable(upstream, Disposable(on_dispose))
 

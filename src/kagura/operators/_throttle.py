@@ -10,6 +10,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
 
 from kagura.errors import ConfigError
+from kagura.operators._guard import deliver_errors, fail_after
 from kagura.operators.scheduling import resolve_scheduler
 
 __all__ = ["throttle"]
@@ -83,7 +84,7 @@ def throttle(
             def start_interval() -> None:
                 nonlocal gate_open
                 gate_open = False
-                timer.disposable = sched.schedule_relative(interval, tick)
+                timer.disposable = sched.schedule_relative(interval, deliver_errors(observer, tick))
 
             def on_next(value: _T) -> None:
                 nonlocal latest
@@ -103,8 +104,7 @@ def throttle(
             def on_error(error: Exception) -> None:
                 with lock:
                     timer.dispose()
-                    flush()
-                    observer.on_error(error)
+                    fail_after(observer, flush, error)
 
             def on_completed() -> None:
                 with lock:
@@ -113,7 +113,10 @@ def throttle(
                     observer.on_completed()
 
             upstream = source.subscribe(
-                on_next, on_error, on_completed, scheduler=subscribe_scheduler
+                on_next,
+                on_error,
+                deliver_errors(observer, on_completed),
+                scheduler=subscribe_scheduler,
             )
             return CompositeDisposable(upstream, timer)
 

@@ -26,7 +26,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 
 from reactivex import Observable
 
-from kagura.errors import StreamConsumedError
+from kagura.errors import ParseError, StreamConsumedError
 from kagura.events import StreamEvent, ToolCall, Usage
 from kagura.llm.config import LLMConfig
 from kagura.llm.metrics import StreamMetrics
@@ -62,6 +62,7 @@ class AgentStream(Generic[T]):
         self._iterated = False
         self._outputs: list[T] = []
         self._outcome: StreamOutcome | None = None
+        self._failure: Exception | None = None  # what ended it, raised again by text()/final()
         self._callbacks: list[Callable[[AgentStream[T], StreamOutcome], None]] = []
 
     @classmethod
@@ -161,6 +162,10 @@ class AgentStream(Generic[T]):
         except asyncio.CancelledError:  # the consuming task was cancelled: stopped early
             self._finish("closed")
             raise
+        except Exception as exc:
+            self._failure = exc
+            self._finish("failed")
+            raise
         except BaseException:
             self._finish("failed")
             raise
@@ -180,6 +185,8 @@ class AgentStream(Generic[T]):
                     await self.__anext__()
                 except StopAsyncIteration:
                     break
+        if self._failure is not None:  # it failed: say so again, never a partial answer
+            raise self._failure
         if all(isinstance(o, str) for o in self._outputs) and self._outputs:
             return "".join(cast(list[str], self._outputs))
         if self._raw_text is not None:
@@ -190,7 +197,7 @@ class AgentStream(Generic[T]):
         """Drain the stream and return its last item (the complete parsed model, say)."""
         await self.text()
         if not self._outputs:
-            raise ValueError("the stream emitted nothing")
+            raise ParseError("the stream ended without an item", raw_text=self.partial_text)
         return self._outputs[-1]
 
     @property
