@@ -60,3 +60,17 @@ async def raw_aiohttp_texts(
                 content = (choice.get("delta") or {}).get("content")
                 if content:
                     yield content
+
+
+async def openai_sdk_texts(sdk: Any, *, model: str, prompt: str) -> AsyncIterator[str]:
+    """The openai SDK as users stream with it: ``create(stream=True)``, each delta's text."""
+    stream = await sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async with stream:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content

@@ -48,7 +48,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from benchmarks._floor import raw_aiohttp_texts, raw_httpx_texts
+from benchmarks._floor import openai_sdk_texts, raw_aiohttp_texts, raw_httpx_texts
 from benchmarks._loopback_proc import (
     REPO,
     ServerProcess,
@@ -156,19 +156,7 @@ def _opener(kind: str, url: str) -> tuple[Callable[[], AsyncIterator[str]], Clos
         # Its own HTTP client, as users get it: up to 1000 connections (enough here).
         sdk = openai.AsyncOpenAI(base_url=url, api_key="sk-x", max_retries=0, timeout=120.0)
 
-        async def sdk_texts() -> AsyncIterator[str]:
-            stream = await sdk.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": PROMPT}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async with stream:
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield chunk.choices[0].delta.content
-
-        return sdk_texts, sdk.close
+        return lambda: openai_sdk_texts(sdk, model=model, prompt=PROMPT), sdk.close
     import httpx
 
     pool = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=120.0)

@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from benchmarks._floor import raw_aiohttp_texts, raw_httpx_texts
+from benchmarks._floor import openai_sdk_texts, raw_aiohttp_texts, raw_httpx_texts
 from benchmarks._loopback_proc import ServerProcess, median
 from benchmarks._report import print_table, save_json
 
@@ -122,17 +122,8 @@ def _clients(base_url: str) -> tuple[dict[str, Stream], Callable[[], Any]]:
             session, base_url + "/chat/completions", model=MODEL, prompt=PROMPT
         )
 
-    async def openai_sdk() -> AsyncIterator[str]:
-        stream = await sdk.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": PROMPT}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async with stream:
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+    def openai_sdk() -> AsyncIterator[str]:
+        return openai_sdk_texts(sdk, model=MODEL, prompt=PROMPT)
 
     def litellm_client(*, logging: bool) -> Stream:
         async def run() -> AsyncIterator[str]:

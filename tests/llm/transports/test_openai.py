@@ -773,10 +773,10 @@ async def test_an_obs_folded_response_header_is_accepted_or_a_provider_error(
     assert len(raw_server.requests) == 1
 
 
-@APIS
-async def test_a_401_on_oauth_refreshes_the_token_once(
-    loopback: LoopbackServer, api: Api, oauth_name: str
-) -> None:
+async def revoked_token_config(
+    loopback: LoopbackServer, oauth_name: str, *, max_retries: int
+) -> LLMConfig:
+    """A config whose OAuth provider holds tok-1, which the server has just revoked."""
     loopback.api_keys = frozenset()  # only live tokens are accepted
     provider = ClientCredentialsProvider(
         loopback.token_url, "test-client", SecretStr("test-secret")
@@ -784,15 +784,22 @@ async def test_a_401_on_oauth_refreshes_the_token_once(
     register_token_provider(oauth_name, provider)
     await provider.get_token()  # tok-1, cached
     loopback.revoke_tokens()
-    cfg = LLMConfig(
+    return LLMConfig(
         model="openai/m",
         api_base=loopback.base_url,
         auth_type="oauth2",
         oauth_provider=oauth_name,
-        max_retries=1,
+        max_retries=max_retries,
         enable_cache=False,
         transport="direct",
     )
+
+
+@APIS
+async def test_a_401_on_oauth_refreshes_the_token_once(
+    loopback: LoopbackServer, api: Api, oauth_name: str
+) -> None:
+    cfg = await revoked_token_config(loopback, oauth_name, max_retries=1)
     assert await ask(api, cfg, "refreshed") == "refreshed"
     chats = [r for r in loopback.requests if r.path.endswith("/chat/completions")]
     assert [r.headers.get("authorization") for r in chats] == ["Bearer tok-1", "Bearer tok-2"]
@@ -805,22 +812,7 @@ async def test_with_no_retry_left_a_401_forgets_the_token_for_the_next_call(
 ) -> None:
     # The refresh is a retry like any other: max_retries=0 sends one request, and the
     # revoked token is forgotten, so the next call starts with a fresh one.
-    loopback.api_keys = frozenset()
-    provider = ClientCredentialsProvider(
-        loopback.token_url, "test-client", SecretStr("test-secret")
-    )
-    register_token_provider(oauth_name, provider)
-    await provider.get_token()  # tok-1, cached
-    loopback.revoke_tokens()
-    cfg = LLMConfig(
-        model="openai/m",
-        api_base=loopback.base_url,
-        auth_type="oauth2",
-        oauth_provider=oauth_name,
-        max_retries=0,
-        enable_cache=False,
-        transport="direct",
-    )
+    cfg = await revoked_token_config(loopback, oauth_name, max_retries=0)
     with pytest.raises(AuthError):
         await ask(api, cfg, "refused")
     assert await ask(api, cfg, "next call") == "next call"
