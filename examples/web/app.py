@@ -90,11 +90,9 @@ def create_app(
     config = LLMConfig(
         model=model or default_model(), api_base=os.environ.get("KAGURA_API_BASE") or None
     )
-
-    def offline(**params: Any) -> dict[str, Any]:
-        if not config.is_offline:
-            return {}
-        return {"ttft": ttft, "tokens_per_s": tokens_per_s, **params}
+    # The offline model's pacing (and, below, its canned answer): a real model never gets
+    # these arguments, kagura drops them from its requests.
+    pace: dict[str, Any] = {"ttft": ttft, "tokens_per_s": tokens_per_s}
 
     async def index(request: Request) -> Response:
         return FileResponse(PAGE, media_type="text/html")
@@ -104,7 +102,7 @@ def create_app(
 
     async def answer(request: Request) -> Response:
         prompt = request.query_params.get("prompt") or DEFAULT_PROMPT
-        return sse_response(AgentStream.from_llm(prompt, config, **offline()))
+        return sse_response(AgentStream.from_llm(prompt, config, **pace))
 
     async def recipe(request: Request) -> Response:
         dish = request.query_params.get("dish") or "pancakes"
@@ -120,7 +118,8 @@ def create_app(
             messages,
             config,
             pipeline=parse_model(Recipe, partial=True),
-            **offline(replay_text=RECIPE_JSON),
+            replay_text=RECIPE_JSON,
+            **pace,
         )
         return sse_response(stream)
 

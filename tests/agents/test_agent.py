@@ -434,3 +434,46 @@ def test_functools_partial_agents_keep_working() -> None:
         ...
 
     assert pair.prompt("x", "y") == functools.partial(pair.prompt, "x")("y") == "x-y"
+
+
+async def test_offline_options_never_reach_a_provider(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    # One agent definition for offline demos and real models: the offline options stay home.
+    offline_only: dict[str, Any] = {"replay_text": "Canned.", "ttft": 0.2, "tokens_per_s": 5}
+    loopback.enqueue(Script.text("real answer"), Script.text("real stream"))
+
+    @agent(config=loopback_config, **offline_only)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    @agent(config=loopback_config, stream=True, **offline_only)
+    async def tell(question: str) -> AsyncIterator[str]:
+        """{{ question }}"""
+        ...
+
+    assert await ask("hi") == "real answer"
+    assert await tell("ho").text() == "real stream"
+    for request in loopback.requests:
+        assert offline_only.keys().isdisjoint(request.body)
+    assert [user_content(loopback, i) for i in (0, 1)] == ["hi", "ho"]
+
+
+async def test_template_runtime_errors_are_config_errors_naming_the_agent() -> None:
+    @agent(config=ECHO)
+    async def split(total: int, people: int) -> str:
+        """Each of {{ people }} pays {{ total / people }}."""
+        ...
+
+    @agent(config=ECHO, stream=True)
+    async def tell(total: int, people: int) -> AsyncIterator[str]:
+        """Each of {{ people }} pays {{ total / people }}."""
+        ...
+
+    with pytest.raises(ConfigError, match=r"agent 'split'.*line 1.*ZeroDivisionError") as info:
+        await split(9, 0)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(ConfigError, match=r"agent 'tell'.*ZeroDivisionError") as info:
+        tell(9, 0)  # a stream's call raises it at once, before anything is sent
+    assert isinstance(info.value.__cause__, ZeroDivisionError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jinja2
 import pytest
 
 from kagura.agents.prompt import PromptTemplate, render_prompt
@@ -34,6 +35,40 @@ def test_undefined_attribute_is_a_config_error() -> None:
     template = PromptTemplate("{{ user.nmae }}", name="agent 'greet'")
     with pytest.raises(ConfigError, match=r"agent 'greet'.*nmae"):
         template.render({"user": {"name": "Ann"}})
+
+
+class Account:
+    @property
+    def balance(self) -> int:
+        raise LookupError("ledger offline")
+
+
+@pytest.mark.parametrize(
+    ("source", "variables", "cause", "match"),
+    [
+        ("Share:\n{{ total / people }}", {"total": 9, "people": 0}, ZeroDivisionError, "line 2"),
+        ("{{ account.balance }}", {"account": Account()}, LookupError, "ledger offline"),
+        ("{{ f() }}", {"f": lambda: [][1]}, IndexError, "line 1"),
+        ("{{ n | int(1 // 0) }}", {"n": "3"}, ZeroDivisionError, "division"),
+    ],
+)
+def test_runtime_errors_are_config_errors_with_the_cause(
+    source: str, variables: dict[str, object], cause: type[Exception], match: str
+) -> None:
+    template = PromptTemplate(source, name="agent 'split'")
+    with pytest.raises(
+        ConfigError, match=rf"^agent 'split': the prompt template .*{match}"
+    ) as info:
+        template.render(variables)
+    assert type(info.value.__cause__) is cause
+    assert cause.__name__ in str(info.value)
+
+
+def test_undefined_values_stay_config_errors_with_the_line() -> None:
+    template = PromptTemplate("Hi\n{{ user.nmae }}", name="agent 'greet'")
+    with pytest.raises(ConfigError, match=r"agent 'greet': undefined .* on line 2: .*nmae") as info:
+        template.render({"user": {"name": "Ann"}})
+    assert isinstance(info.value.__cause__, jinja2.UndefinedError)
 
 
 def test_syntax_error_names_the_line() -> None:

@@ -108,6 +108,37 @@ async def test_offline_models(transport: str) -> None:
     assert await call_llm("x", replay, replay_text="Given text.") == "Given text."
 
 
+OFFLINE_ONLY = {"replay_text": "Canned.", "ttft": 0.5, "tokens_per_s": 9.0}
+
+
+async def test_offline_arguments_never_reach_a_provider(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("real"))
+    assert await call_llm("q", loopback_config, seed=7, **OFFLINE_ONLY) == "real"
+    body = loopback.requests[-1].body
+    assert OFFLINE_ONLY.keys().isdisjoint(body)
+    assert body["seed"] == 7  # other provider arguments still go
+
+
+async def test_offline_arguments_never_reach_a_provider_named_like_an_offline_model(
+    loopback: LoopbackServer,
+) -> None:
+    # transport="direct" sends even a kagura/ model name to the server: a provider request.
+    config = LLMConfig(
+        model="kagura/replay", api_base=loopback.base_url, api_key="sk-t", transport="direct"
+    )
+    loopback.enqueue(Script.text("served"))
+    assert await call_llm("q", config, **OFFLINE_ONLY) == "served"
+    assert OFFLINE_ONLY.keys().isdisjoint(loopback.requests[-1].body)
+
+
+@pytest.mark.parametrize("transport", ["auto", "litellm"])
+async def test_offline_models_keep_their_arguments(transport: str) -> None:
+    replay = LLMConfig(model="kagura/replay", enable_cache=False, transport=transport)  # type: ignore[arg-type] (parametrized)
+    assert await call_llm("x", replay, replay_text="Kept.", ttft=0.01, tokens_per_s=1000) == "Kept."
+
+
 def test_transport_resolution() -> None:
     from kagura.llm.transports import resolve_transport
 

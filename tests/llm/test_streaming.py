@@ -402,3 +402,16 @@ def test_direct_transport_closes_its_connections_when_each_event_loop_ends(
     while loopback.stats().connections_open > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert loopback.stats().connections_open <= before, "connections of ended loops still open"
+
+
+async def test_offline_arguments_never_reach_a_provider_when_streaming(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    from kagura import AgentStream
+
+    offline_only = {"replay_text": "Canned.", "ttft": 0.5, "tokens_per_s": 9.0}
+    loopback.enqueue(Script.text("one two"), Script.text("three"))
+    assert "".join(await collect("q", loopback_config, **offline_only)) == "one two"
+    assert offline_only.keys().isdisjoint(loopback.requests[-1].body)
+    assert await AgentStream.from_llm("q", loopback_config, **offline_only).text() == "three"
+    assert offline_only.keys().isdisjoint(loopback.requests[-1].body)

@@ -2,7 +2,10 @@
 
 Templates use :class:`jinja2.StrictUndefined`: a variable the call does not
 provide is an error that names the agent and the variable, never an empty
-string in the prompt. Blocks (``{% for %}``, ``{% if %}``) trim their own line.
+string in the prompt. Any other failure while rendering (a division by zero, a
+property that raises) is a :class:`~kagura.errors.ConfigError` too, naming the
+agent and the template line, with the original exception as ``__cause__``.
+Blocks (``{% for %}``, ``{% if %}``) trim their own line.
 
 >>> template = PromptTemplate("Summarize in {{ n }} words:\\n{{ text }}", name="summarize")
 >>> sorted(template.variables)
@@ -14,6 +17,10 @@ A long story.
 Traceback (most recent call last):
 ...
 kagura.errors.ConfigError: summarize: the prompt template uses 'text', which this call ...
+>>> PromptTemplate("Share:\\n{{ total / people }}", name="split").render({"total": 9, "people": 0})
+Traceback (most recent call last):
+...
+kagura.errors.ConfigError: split: the prompt template failed on line 2: ZeroDivisionError: ...
 """
 
 from __future__ import annotations
@@ -87,7 +94,7 @@ class PromptTemplate:
             )
 
     def render(self, variables: Mapping[str, Any]) -> str:
-        """Render with ``variables``; an undefined name or attribute raises :class:`ConfigError`."""
+        """Render with ``variables``; an undefined name or any failure is a :class:`ConfigError`."""
         missing = sorted(self.variables - set(variables))
         if missing:
             available = ", ".join(sorted(variables)) or "none"
@@ -99,11 +106,31 @@ class PromptTemplate:
             return self._template.render(variables)
         except jinja2.UndefinedError as exc:
             raise ConfigError(
-                f"{self.name}: undefined value in the prompt template: {exc}"
+                f"{self.name}: undefined value in the prompt template{_on_line(exc)}: {exc}"
+            ) from exc
+        except Exception as exc:  # the template's own code or the values it touched failed
+            raise ConfigError(
+                f"{self.name}: the prompt template failed{_on_line(exc)}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
 
     def __repr__(self) -> str:
         return f"PromptTemplate({self.source!r}, name={self.name!r})"
+
+
+def _on_line(exc: BaseException) -> str:
+    """`` on line N``: the template line that was rendering when ``exc`` was raised.
+
+    Jinja2 rewrites the traceback so that template code appears as frames of the file
+    ``<template>`` with the template's line numbers; the last one is the innermost.
+    """
+    line: int | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return "" if line is None else f" on line {line}"
 
 
 def render_prompt(source: str, /, **variables: Any) -> str:

@@ -92,7 +92,11 @@ def bind_arguments(spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any
 def compose_prompt(
     template: PromptTemplate, variables: Mapping[str, Any], instructions: str | None
 ) -> str:
-    """The template rendered with ``variables``, then the format instructions, if any."""
+    """The template rendered with ``variables``, then the format instructions, if any.
+
+    A template that fails to render raises :class:`~kagura.errors.ConfigError` naming the
+    agent (:meth:`PromptTemplate.render <kagura.agents.prompt.PromptTemplate.render>`).
+    """
     text = template.render(variables)
     return f"{text}\n\n{instructions}" if instructions else text
 

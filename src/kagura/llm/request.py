@@ -8,6 +8,15 @@
 Traceback (most recent call last):
 ...
 kagura.errors.ConfigError: temperature must be set on LLMConfig, not passed as a keyword ...
+
+The offline models' own arguments (:data:`OFFLINE_PARAMS`) stay with the offline models: a
+request to any other model drops them, so one call serves both kinds of model:
+
+>>> from kagura.llm.config import LLMConfig
+>>> prepare_request("Hi", LLMConfig(model="kagura/replay"), {"replay_text": "Yo", "seed": 7}).params
+{'replay_text': 'Yo', 'seed': 7}
+>>> prepare_request("Hi", LLMConfig(model="gpt-4o"), {"replay_text": "Yo", "seed": 7}).params
+{'seed': 7}
 """
 
 from __future__ import annotations
@@ -19,21 +28,46 @@ from typing import Any
 from kagura.errors import ConfigError
 from kagura.llm.config import LLMConfig
 
-__all__ = ["ChatRequest", "Messages", "check_call_kwargs", "prepare_request", "to_messages"]
+__all__ = [
+    "OFFLINE_PARAMS",
+    "ChatRequest",
+    "Messages",
+    "check_call_kwargs",
+    "prepare_request",
+    "to_messages",
+]
 
 Messages = Sequence[Mapping[str, Any]]
 
 # Settings that belong to LLMConfig; passing them as call kwargs is ambiguous.
 _RESERVED = frozenset(LLMConfig.model_fields) | {"messages", "stream", "stream_options"}
 
+OFFLINE_PARAMS = frozenset({"ttft", "tokens_per_s", "replay_text"})
+"""The call arguments of kagura's offline models (:mod:`kagura.llm.transports.offline`)."""
+
+
+def _served_offline(config: LLMConfig) -> bool:
+    """True when an offline model answers: ``transport="direct"`` sends even a ``kagura/``
+    model name to a server (:func:`kagura.llm.transports.resolve_transport`)."""
+    return config.is_offline and config.transport != "direct"
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """One chat call: messages, settings, and extra provider parameters (tools...)."""
+    """One chat call: messages, settings, and extra provider parameters (tools...).
+
+    Unless an offline model answers, ``params`` loses the offline models' arguments
+    (:data:`OFFLINE_PARAMS`) here, however the request was built, so no transport sends them.
+    """
 
     messages: Sequence[Mapping[str, Any]]
     config: LLMConfig
     params: Mapping[str, Any] = field(default_factory=dict[str, Any])
+
+    def __post_init__(self) -> None:
+        if not OFFLINE_PARAMS.isdisjoint(self.params) and not _served_offline(self.config):
+            kept = {k: v for k, v in self.params.items() if k not in OFFLINE_PARAMS}
+            object.__setattr__(self, "params", kept)  # frozen: this is its construction
 
 
 def check_call_kwargs(kwargs: Mapping[str, Any]) -> None:

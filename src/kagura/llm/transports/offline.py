@@ -12,6 +12,10 @@ Both take ``ttft`` (seconds before the first token, default 0) and
 
     await call_llm("hi", LLMConfig(model="kagura/replay"), replay_text="Hello.", ttft=0.1)
 
+These arguments (:data:`OFFLINE_PARAMS`) are the offline models' alone: a request to any
+other model drops them (:class:`kagura.llm.request.ChatRequest`), so code that switches
+between offline and real models passes them unconditionally.
+
 >>> import asyncio
 >>> from kagura.llm.transports.offline import offline_events
 >>> async def texts():
@@ -41,11 +45,11 @@ from typing import Any, cast
 
 from kagura.errors import ModelNotFoundError
 from kagura.events import Finish, StreamEvent, TextDelta, Usage
+from kagura.llm.request import OFFLINE_PARAMS
 
 __all__ = ["BUNDLED_STORY", "OFFLINE_MODELS", "OFFLINE_PARAMS", "offline_events", "tokenize"]
 
 OFFLINE_MODELS = ("kagura/echo", "kagura/replay")
-OFFLINE_PARAMS = frozenset({"ttft", "tokens_per_s", "replay_text"})
 
 BUNDLED_STORY = (
     "Once upon a time, a dragon named Ember guarded the valley of St. Aldric. "
