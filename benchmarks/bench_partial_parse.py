@@ -15,6 +15,11 @@ reactivex pipeline (``reactivex.from_iterable(chunks).pipe(...)``). Rows, in one
   when the previous size predicts more than ``REPARSE_LIMIT_S``;
 - kagura ``parse_model(Catalog)``: accumulate, then one validation at the end.
 
+A second table times shapes that used to be quadratic, at doubling sizes, with the time
+ratio per doubling (target: at most 2.3x, linear): one long string value (0.25 to 2 MB,
+``parse_model(partial=True)``; every snapshot used to copy the whole string) and deep
+nesting (10k to 40k brackets, ``partial=True`` and whole).
+
 Times are the best of ``REPEAT`` runs (one run for the re-parse approach), wall clock.
 ``python -m benchmarks bench_partial_parse``.
 """
@@ -38,6 +43,10 @@ SIZES_KB = (16, 33, 66, 132)
 CHUNK = 4
 REPEAT = 5
 REPARSE_LIMIT_S = 60.0
+STRING_MB = (0.25, 0.5, 1.0, 2.0)
+DEPTHS = (10_000, 20_000, 40_000)
+DOUBLING_TARGET = 2.3  # time ratio per doubling of the input: linear, with some noise
+SCALING_REPEAT = 3
 
 
 class Address(BaseModel):
@@ -143,6 +152,71 @@ def timed(
     return best, len(out), out[-1]
 
 
+class Text(BaseModel):
+    text: str
+
+
+class Nested(BaseModel):
+    x: list[Any]
+
+
+def count_timed(
+    operator: Callable[[Observable[str]], Observable[Any]], chunks: list[str]
+) -> tuple[float, int]:
+    """Best wall time over SCALING_REPEAT runs and the number of emissions (not kept)."""
+    best = float("inf")
+    count = 0
+    for _ in range(SCALING_REPEAT):
+        count = 0
+
+        def on_next(_: Any) -> None:
+            nonlocal count
+            count += 1
+
+        start = time.perf_counter()
+        reactivex.from_iterable(chunks).pipe(operator).subscribe(on_next, lambda _: None)
+        best = min(best, time.perf_counter() - start)
+    return best, count
+
+
+def doubling_rows() -> dict[str, list[dict[str, Any]]]:
+    """A long string and deep nesting at doubling sizes: time and ratio per doubling."""
+    rows: list[list[Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {}
+    shapes: list[tuple[str, str, Callable[[Observable[str]], Observable[Any]], list[str]]] = []
+    for mb in STRING_MB:
+        doc = '{"text": "' + "x" * int(mb * 1e6) + '"}'
+        shapes.append(("long string, partial", f"{mb} MB", parse_model(Text, partial=True), [doc]))
+    for depth in DEPTHS:
+        doc = '{"x": ' + "[" * depth + "]" * depth + "}"
+        label = f"{depth // 1000}k brackets"
+        shapes.append(("deep nesting, partial", label, parse_model(Nested, partial=True), [doc]))
+        shapes.append(("deep nesting, whole", label, parse_model(Nested), [doc]))
+    previous: dict[str, float] = {}
+    for name, size, operator, (doc,) in shapes:
+        seconds, emitted = count_timed(operator, split(doc))
+        ratio = seconds / previous[name] if name in previous else None
+        previous[name] = seconds
+        rows.append(
+            [
+                name,
+                size,
+                f"{seconds * 1e3:.0f} ms ({emitted})",
+                "-" if ratio is None else f"{ratio:.2f}x",
+                f"<= {DOUBLING_TARGET}x",
+            ]
+        )
+        results.setdefault(name, []).append(
+            {"size": size, "chars": len(doc), "s": seconds, "emissions": emitted, "ratio": ratio}
+        )
+    print_table(
+        f"Shapes that were quadratic, {CHUNK}-character chunks: time per doubling (emissions)",
+        ["shape", "size", f"time (best of {SCALING_REPEAT})", "ratio", "target"],
+        rows,
+    )
+    return results
+
+
 def main() -> None:
     runs: list[dict[str, Any]] = []
     rows: list[list[Any]] = []
@@ -214,9 +288,20 @@ def main() -> None:
         if by_kb[132][key] is not None and by_kb[66][key] is not None
     }
     print("\n132 KB / 66 KB time: " + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
+    doubling = doubling_rows()
     save_json(
         "partial_parse",
-        {"chunk_chars": CHUNK, "repeat": REPEAT, "runs": runs, "scaling_132_over_66": scaling},
+        {
+            "chunk_chars": CHUNK,
+            "repeat": REPEAT,
+            "runs": runs,
+            "scaling_132_over_66": scaling,
+            "doubling": {
+                "target_ratio_per_doubling": DOUBLING_TARGET,
+                "repeat": SCALING_REPEAT,
+                "shapes": doubling,
+            },
+        },
     )
 
 

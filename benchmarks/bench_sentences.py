@@ -8,6 +8,10 @@ Rows, in one run on the same corpus:
   faster than linearly with the length of one text, so it gets a 64 KB prefix as
   one text, and the first 256 KB paragraph by paragraph (as it is usually run).
 
+A second table times a degenerate stream, a model printing blank lines: 5k, 10k, 20k
+and 40k newlines, through the operator (4-character chunks) and the segmenter (whole
+text), with the time ratio per doubling of the size (target: at most 2.3x, linear).
+
 The Golden Rules score of each is computed here, not quoted: a rule passes when
 the stripped sentences equal the expected ones exactly (the operator's score is
 under 4-character chunks). The corpus is built from the rules' texts and
@@ -33,6 +37,8 @@ from kagura.operators._segmenter import segment
 GOLDEN_RULES = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden_rules_en.json"
 CORPUS_CHARS = 1_000_000
 CHUNK = 4
+NEWLINES = (5_000, 10_000, 20_000, 40_000)
+DOUBLING_TARGET = 2.3  # time ratio per doubling of the input: linear, with some noise
 
 _SUBJECTS = ["The model", "Mr. Smith", "Dr. Lee", "The U.S. team", "She", "Our parser", "It"]
 _VERBS = ["streams", "returns", "writes", "parses", "sends", "reads", "checks"]
@@ -95,6 +101,46 @@ def throughput(split: Callable[[str], list[str]], text: str, repeat: int) -> tup
     return len(text.encode()) / 1e6 / best, count
 
 
+def best_time(split: Callable[[str], list[str]], text: str, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        split(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def newline_rows() -> list[dict[str, Any]]:
+    """Leading newlines at doubling sizes: each row's time and its ratio to the previous."""
+    rows: list[list[Any]] = []
+    results: list[dict[str, Any]] = []
+    previous: dict[str, float] = {}
+    for count in NEWLINES:
+        text = "\n" * count + "Then the model recovered. It wrote a sentence."
+        for name, split in (("operator, 4-char chunks", via_operator), ("segmenter", segment)):
+            seconds = best_time(split, text)
+            ratio = seconds / previous[name] if name in previous else None
+            previous[name] = seconds
+            rows.append(
+                [
+                    name,
+                    f"{count:,}",
+                    f"{seconds * 1e3:.1f} ms",
+                    "-" if ratio is None else f"{ratio:.2f}x",
+                    f"<= {DOUBLING_TARGET}x",
+                ]
+            )
+            results.append(
+                {"name": name, "newlines": count, "s": seconds, "ratio_per_doubling": ratio}
+            )
+    print_table(
+        "Leading newlines (a model printing blank lines): time per doubling",
+        ["segmenter", "newlines", "time (best of 3)", "ratio", "target"],
+        rows,
+    )
+    return results
+
+
 def main() -> None:
     import pysbd  # the bench extra; never a kagura dependency
 
@@ -143,9 +189,19 @@ def main() -> None:
         ["segmenter", "text", "sentences", "MB/s", "Golden Rules"],
         rows,
     )
+    newline_runs = newline_rows()
     save_json(
         "sentences",
-        {"chunk_chars": CHUNK, "timing": "best of 5 (kagura), 1 (pySBD)", "runs": results},
+        {
+            "chunk_chars": CHUNK,
+            "timing": "best of 5 (kagura), 1 (pySBD)",
+            "runs": results,
+            "leading_newlines": {
+                "target_ratio_per_doubling": DOUBLING_TARGET,
+                "timing": "best of 3",
+                "runs": newline_runs,
+            },
+        },
     )
 
 

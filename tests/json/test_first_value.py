@@ -90,4 +90,15 @@ def test_integers_of_any_length() -> None:
     assert first_json_value(f"[{_BIG}] and [2]") == f"[{_BIG}]"
     assert first_json_value(f'{{"n": -{_BIG}.5e3}}') == f'{{"n": -{_BIG}.5e3}}'
     # Deeper than json's decoder goes and holding such a number: the parser cannot read it.
-    assert first_json_value("[" * 5_000 + _BIG + "]" * 5_000) is None
+    # (50,000 levels: past the C decoder's limit on every Python; 3.13 reads 5,000.)
+    assert first_json_value("[" * 50_000 + _BIG + "]" * 50_000) is None
+
+
+def test_a_candidate_with_a_raw_control_character_is_skipped_as_the_parser_does() -> None:
+    text = '{"name": "a\nb"} {"name": "ok"}'
+    assert first_json_value(text) == '{"name": "ok"}'
+    parser = IncrementalJSONParser()
+    with contextlib.suppress(JSONSyntaxError):
+        parser.feed(text)
+    parser.restart()
+    assert parser.document() == first_json_value(text)

@@ -231,3 +231,20 @@ def test_text_after_the_document_is_recorded_and_ignored() -> None:
     parser.feed("} not JSON")
     assert parser.value == [1]
     assert parser.text() == "[1]} not JSON"
+
+
+@pytest.mark.parametrize("control", ["\n", "\t", "\x00", "\x1f"])
+def test_a_raw_control_character_in_a_string_is_a_syntax_error(control: str) -> None:
+    text = '{"a": "x' + control + 'y"}'
+    at = text.index(control)
+    for before in ("", text[:at]):  # whole, or cut just before the control character
+        parser = IncrementalJSONParser()
+        parser.feed(before)
+        with pytest.raises(JSONSyntaxError, match="control character") as info:
+            parser.feed(text[len(before) :])
+        assert info.value.position == at  # where json.loads reports it
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    parser = IncrementalJSONParser()
+    parser.feed('{"a": "x\x7fy\\n"}')  # DEL and escapes are fine
+    assert parser.value == {"a": "x\x7fy\n"}

@@ -659,3 +659,112 @@ def test_snapshots_are_what_model_construct_makes(
     plan = _snapshot.plan_for(model)
     assert plan is not None
     assert plan.fast is fast  # the fast construction, where nothing needs model_construct
+
+
+# --- linear work on shapes that were quadratic ------------------------------------------
+
+
+class _Text(BaseModel):
+    text: str
+
+
+@pytest.mark.timeout(60)  # every snapshot copied the whole string: minutes at this size
+def test_a_long_string_value_is_linear_in_partial_mode() -> None:
+    import time
+
+    document = '{"text": "' + "x" * 2_000_000 + '"}'
+    chunks = split_at(document, range(4, len(document), 4))
+    count = 0
+    lengths: list[int] = []
+
+    def on_next(snapshot: _Text) -> None:
+        nonlocal count
+        count += 1
+        lengths.append(len(getattr(snapshot, "text", "")))  # unset before the string starts
+
+    start = time.perf_counter()
+    reactivex.from_iterable(chunks).pipe(parse_model(_Text, partial=True)).subscribe(on_next)
+    assert time.perf_counter() - start < 10  # about 1.5 s; about 30 s per MB before
+    assert lengths[-1] == 2_000_000  # the final, validated model
+    assert lengths == sorted(lengths)  # snapshots only grow
+    assert 100 < count < 2_000  # spaced in proportion to the string: not one per chunk
+
+
+def test_snapshot_spacing_grows_with_the_string_even_with_every_1() -> None:
+    document = '{"text": "' + "x" * 100_000 + '"}'
+    snapshots, error = _run(
+        reactivex.from_iterable(split_at(document, range(1, len(document)))).pipe(
+            parse_model(_Text, partial=True, every=1)
+        )
+    )
+    assert error is None
+    assert len(snapshots) < 1_000
+    texts = [getattr(s, "text", None) for s in snapshots]
+    assert texts[-1] == "x" * 100_000
+    assert "x" in texts  # a short string still shows on every change
+    assert "xx" in texts
+
+
+# --- both modes, and every chunking, agree ----------------------------------------------
+
+
+class _Name(BaseModel):
+    name: str
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_a_raw_control_character_makes_a_candidate_not_json_in_both_modes(partial: bool) -> None:
+    # RFC 8259: U+0000 to U+001F must be escaped in a string. Such a candidate is skipped
+    # like prose, and the next value is the answer, whole or partial.
+    text = '{"name": "a\nb"} {"name": "ok"}'
+    for chunks in ([text], list(text)):
+        items, error = _run(
+            reactivex.from_iterable(chunks).pipe(parse_model(_Name, partial=partial))
+        )
+        assert error is None
+        assert items[-1] == _Name(name="ok")
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_parse_items_outcome_on_an_invalid_escape_does_not_depend_on_chunking(
+    data: st.DataObject,
+) -> None:
+    text = '[1, 2, "a\\x", 3] [4]'
+    expected = _run(reactivex.from_iterable([text]).pipe(parse_items(object)))
+    assert expected[0] == [1, 2]  # completed before the error: emitted in every chunking
+    assert isinstance(expected[1], ParseError)
+    assert "invalid escape" in str(expected[1])
+    items, error = _run(
+        reactivex.from_iterable(data.draw(chunkings(text))).pipe(parse_items(object))
+    )
+    assert items == expected[0]
+    assert str(error) == str(expected[1])
+
+
+@settings(max_examples=50)
+@given(st.data())
+def test_a_bad_candidate_with_no_item_yet_is_skipped_in_every_chunking(data: st.DataObject) -> None:
+    text = 'See ["\\q"] then [1, 2]'
+    items, error = _run(reactivex.from_iterable(data.draw(chunkings(text))).pipe(parse_items(int)))
+    assert (items, error) == ([1, 2], None)
+
+
+@settings(max_examples=50)
+@given(st.data())
+def test_a_duplicated_target_key_raises_in_every_chunking(data: st.DataObject) -> None:
+    # Last key wins in JSON and pydantic ([3] here), but 1 and 2 are out before the second
+    # "xs" arrives: the stream fails rather than disagree with validating the whole list.
+    text = '{"xs": [1, 2], "xs": [3]}'
+    items, error = _run(
+        reactivex.from_iterable(data.draw(chunkings(text))).pipe(parse_items(int, field="xs"))
+    )
+    assert items == [1, 2]
+    assert isinstance(error, ParseError)
+    assert "'xs' twice" in str(error)
+
+
+def test_a_duplicated_key_before_the_target_array_is_last_wins() -> None:
+    text = '{"xs": 5, "xs": [3]}'  # nothing emitted from the first: it agrees with pydantic
+    items, error = _run(reactivex.from_iterable([text]).pipe(parse_items(int, field="xs")))
+    assert (items, error) == ([3], None)

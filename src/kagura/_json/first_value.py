@@ -21,10 +21,10 @@ __all__ = ["first_json_value"]
 
 _START: Final = re.compile(r"[{\[]")
 # Only the value's extent is wanted, so integers stay strings: one of over 4,300 digits
-# (Python's int-str conversion limit) is found like any other, not a ValueError. Control
-# characters in strings are let through, as the incremental parser does (pydantic then
-# rejects them either way).
-_SCANNER: Final = json.JSONDecoder(parse_int=str, strict=False)
+# (Python's int-str conversion limit) is found like any other, not a ValueError. A raw
+# control character in a string is not JSON (RFC 8259), here as in the incremental
+# parser: the candidate is skipped like prose, so both modes find the same value.
+_SCANNER: Final = json.JSONDecoder(parse_int=str)
 _UNTERMINATED: Final = "Unterminated string"
 
 

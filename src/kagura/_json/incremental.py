@@ -19,7 +19,9 @@ Open containers hold only their completed entries; the entry being parsed is the
 open container (see :attr:`~IncrementalJSONParser.containers`) or the string prefix from
 :meth:`~IncrementalJSONParser.partial_string`. A number or a literal shows only once
 complete; a string shows its prefix, never half an escape or half a surrogate pair.
-Besides strict JSON, ``NaN``, ``Infinity`` and ``-Infinity`` are accepted, as pydantic does.
+A raw control character (U+0000 to U+001F) in a string is a syntax error, as RFC 8259 and
+pydantic say. Besides strict JSON, ``NaN``, ``Infinity`` and ``-Infinity`` are accepted, as
+pydantic does.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ _START = re.compile(r"[{\[]")
 _SPACES = re.compile(r"[ \t\n\r]*")
 _NUMBER_CHARS = re.compile(r"[0-9eE+\-.]*")
 _NUMBER_SYNTAX = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+\-]?[0-9]+)?")
+_STRING_STOP = re.compile(r'["\\\x00-\x1f]')  # what ends a run of plain string characters
 _WHITESPACE = frozenset(" \t\n\r")
 _LITERALS: Final[dict[str, tuple[str, Any]]] = {
     "t": ("true", True),
@@ -282,11 +285,8 @@ class IncrementalJSONParser:
         string = self._string
         while pos < n:
             if state == _STRING:
-                quote = chunk.find('"', pos)
-                stop = n if quote < 0 else quote
-                backslash = chunk.find("\\", pos, stop)
-                if backslash >= 0:
-                    stop = backslash
+                special = _STRING_STOP.search(chunk, pos)
+                stop = n if special is None else special.start()
                 if stop > pos:
                     if self._high:
                         string.append(self._high)
@@ -294,11 +294,13 @@ class IncrementalJSONParser:
                     string.append(chunk[pos:stop])
                     if not self._in_key:
                         self.changes += 1
-                if backslash >= 0:
+                if special is None:
+                    pos = n
+                elif chunk[stop] == "\\":
                     state = _ESCAPE
-                    pos = backslash + 1
-                elif quote >= 0:
-                    pos = quote + 1
+                    pos = stop + 1
+                elif chunk[stop] == '"':
+                    pos = stop + 1
                     if self._high:
                         string.append(self._high)
                         self._high = ""
@@ -311,8 +313,10 @@ class IncrementalJSONParser:
                         state = self._complete(text, self._value_start, base + pos)
                         if state == _DONE:
                             return state
-                else:
-                    pos = n
+                else:  # RFC 8259: U+0000 to U+001F must be escaped in a string
+                    raise JSONSyntaxError(
+                        f"control character {chunk[stop]!r} in a string", base + stop
+                    )
             elif state == _AFTER:
                 c = chunk[pos]
                 if c == ",":

@@ -29,11 +29,12 @@ _T = TypeVar("_T")
 _START: Final = re.compile(r"[{\[]")
 
 # Default spacing of snapshots, in characters of input: per open container a snapshot
-# rebuilds, plus one per this many list items or dict entries it copies. A snapshot then
-# costs a small constant per character of input, whatever the document's shape (see
-# benchmarks/bench_partial_parse.py).
+# rebuilds, plus one per this many list items, dict entries or characters of the string in
+# progress it copies. A snapshot then costs a small constant per character of input,
+# whatever the document's shape: a 2 MB string value gets a few hundred snapshots, not
+# half a million copies of itself (see benchmarks/bench_partial_parse.py).
 _CHARS_PER_LEVEL: Final = 8
-_ENTRIES_PER_CHAR: Final = 64
+_COPIED_PER_CHAR: Final = 64
 
 
 def parse_model(
@@ -49,7 +50,8 @@ def parse_model(
     that validates, a number or literal shows once complete, a field not yet started is
     unset (its default, or no attribute). A snapshot is emitted when something visible
     changed and ``every`` characters arrived since the last one (at least one per 64
-    entries of the open lists it copies, so the cost stays linear). By default, ``every``
+    entries of the open lists it copies, or characters of the string in progress, so the
+    cost stays linear: a long string shows its prefix less often as it grows). By default, ``every``
     is 8 per open container, for a small constant cost per character of input;
     ``every=1`` emits nearly every change. Snapshots share their unchanged parts: treat
     them as read-only.
@@ -134,12 +136,17 @@ def parse_items(
         ) -> abc.DisposableBase:
             spans: list[tuple[int, int]] = []  # completed items not yet emitted
             found = False  # whether the target array was seen
+            duplicate = False  # the target key came again after its array was seen
             stopped = False
             count = 0
 
             def on_value(value: Any, start: int, end: int) -> None:
-                nonlocal found
-                if _is_target(parser, field, value):
+                nonlocal found, duplicate
+                if duplicate:
+                    return
+                if found and _is_field(parser, field):
+                    duplicate = True  # a value, or an item of a second array, for that key
+                elif _is_target(parser, field, value):
                     found = True
                 elif _in_target(parser, field):
                     spans.append((start, end))
@@ -151,31 +158,44 @@ def parse_items(
                 stopped = True
                 observer.on_error(ParseError(message, raw_text=parser.text(), errors=errors))
 
+            def emit() -> bool:
+                """Validate and emit the items in ``spans``; False if one failed."""
+                nonlocal count
+                for start, end in spans:
+                    try:
+                        item = adapter.validate_json(parser.text(start, end))
+                    except ValidationError as exc:
+                        fail(f"item {count} did not validate as {_name(model)}", exc.errors())
+                        return False
+                    count += 1
+                    observer.on_next(item)
+                spans.clear()
+                return True
+
             def on_next(chunk: str) -> None:
-                nonlocal count, found
+                nonlocal found
                 if stopped:
                     return
                 try:
                     try:
                         parser.feed(chunk)
                     except JSONSyntaxError:
-                        if count:  # items already emitted: too late to look elsewhere
+                        # An item completed before the error is emitted in some chunking, so
+                        # in every one: the error is then final (too late to look elsewhere).
+                        if count or spans:
                             raise
-                        spans.clear()
                         found = False
                         parser.restart()  # prose that looked like JSON: try the next bracket
                 except ValueError as exc:  # that syntax error, or a number Python cannot convert
-                    fail(_unreadable(exc), _container_errors(model, field, parser))
+                    if emit():
+                        fail(_unreadable(exc), _container_errors(model, field, parser))
                     return
-                for start, end in spans:
-                    try:
-                        item = adapter.validate_json(parser.text(start, end))
-                    except ValidationError as exc:
-                        fail(f"item {count} did not validate as {_name(model)}", exc.errors())
-                        return
-                    count += 1
-                    observer.on_next(item)
-                spans.clear()
+                if emit() and duplicate:
+                    fail(
+                        f"the JSON has the key {field!r} twice: its last value would win, "
+                        "but items of an earlier one were already emitted",
+                        _container_errors(model, field, parser),
+                    )
 
             def on_completed() -> None:
                 if stopped:
@@ -216,6 +236,17 @@ def _in_target(parser: IncrementalJSONParser, field: str | None) -> bool:
         and isinstance(containers[0], dict)
         and parser.keys[0] == field
         and isinstance(containers[1], list)
+    )
+
+
+def _is_field(parser: IncrementalJSONParser, field: str | None) -> bool:
+    """Whether the value just completed belongs to the target key (itself or inside it)."""
+    containers = parser.containers
+    return (
+        field is not None
+        and bool(containers)
+        and isinstance(containers[0], dict)
+        and parser.keys[0] == field
     )
 
 
@@ -364,7 +395,7 @@ def _partial_handlers(
             if snapshot is not MISSING and snapshot is not last:
                 last = snapshot
                 spacing = _CHARS_PER_LEVEL * len(builder.views) if every is None else every
-                due = consumed + max(spacing, builder.width // _ENTRIES_PER_CHAR)
+                due = consumed + max(spacing, builder.width // _COPIED_PER_CHAR)
                 observer.on_next(cast(_M, snapshot))
 
     def on_completed() -> None:

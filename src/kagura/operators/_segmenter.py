@@ -225,6 +225,8 @@ class SentenceSegmenter:
         "_waiting",
         "_wake",
         "_wake_on",
+        "_ws_hi",
+        "_ws_lo",
     )
 
     def __init__(self, *, min_chars: int = 0, rules: SentenceRules | None = None) -> None:
@@ -245,6 +247,10 @@ class SentenceSegmenter:
         self._wake_on = _TRIGGER  # with _CHAR: what the chunk must hold
         self._stage: _Stage = _IN_TOKEN  # with _WORD: how far the word has got
         self._waiting: tuple[int, int] | None = None  # the token whose following gap waits
+        # A whitespace run already walked back over by _newline: buf[_ws_lo:_ws_hi] is all
+        # whitespace, and _ws_lo is the sentence start or follows a non-space. It keeps a
+        # run of newlines (a model printing blank lines) linear, not quadratic.
+        self._ws_lo = self._ws_hi = -1
 
     # -- public -----------------------------------------------------------------
 
@@ -313,6 +319,7 @@ class SentenceSegmenter:
         self._held = self._buf = ""
         self._start = self._pos = self._done = self._emitted = self._fence = 0
         self._marker = self._prev_marker = self._waiting = None
+        self._ws_lo = self._ws_hi = -1
         self._wake = _IDLE
         return self._take()
 
@@ -362,6 +369,7 @@ class SentenceSegmenter:
                 self._out.append(piece)
             self._emitted = at
         self._start = self._pos = self._done = at
+        self._ws_lo = self._ws_hi = -1
         self._prev_marker, self._marker = self._marker, None
         if at > 64 and at > len(buf) >> 1:  # drop the consumed text, amortised O(1)
             self._buf = buf[at:]
@@ -452,12 +460,18 @@ class SentenceSegmenter:
         buf = self._buf
         self._pos = i
         g0 = i
-        while g0 > self._start and buf[g0 - 1] in WHITESPACE:
+        start = self._start
+        while g0 > start and buf[g0 - 1] in WHITESPACE:
+            if g0 == self._ws_hi:  # walked before: skip to the start of the run
+                g0 = self._ws_lo
+                break
             g0 -= 1
-        if g0 == self._start or g0 < self._done:
+        self._ws_lo, self._ws_hi = g0, i + 1
+        if g0 == start or g0 < self._done:
             self._pos = i + 1
             return True
-        return self._gap(_token_start(buf, self._start, g0), g0, final)
+        # The token ends at g0 > _done, so it starts at or after _done (a gap's end).
+        return self._gap(_token_start(buf, max(start, self._done), g0), g0, final)
 
     def _scan_fence(self, final: bool) -> bool:
         buf = self._buf

@@ -346,7 +346,7 @@ class SnapshotBuilder:
     parser: IncrementalJSONParser
     root: _Plan | None
     views: list[_View] = dataclass_field(default_factory=list[_View])
-    width: int = 0  # list items and dict entries the last snapshot copied
+    width: int = 0  # list items, dict entries and string characters the last snapshot copied
 
     def snapshot(self) -> Any:
         """The model so far, or MISSING if there is nothing to show."""
@@ -371,11 +371,12 @@ class SnapshotBuilder:
             return MISSING
         child: Any = MISSING
         depth = len(views) - 1
+        width = 0
         if depth == len(containers) - 1:
             text = self.parser.partial_string()
             if text is not None:
+                width = len(text)  # joined, compared and validated whole: O(len) per snapshot
                 child = views[depth].partial_text(keys[depth], text)
-        width = 0
         while depth >= 0:
             view = views[depth]
             child = view.build(keys[depth], child)
