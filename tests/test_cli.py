@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
+import typer
 
-from kagura.cli import main
+from kagura.cli import OFFLINE_TTFT_S, app, main
 from kagura.testing.loopback import LoopbackServer, Script
 
 _ENV_VARS = ("OPENAI_API_KEY", "KAGURA_MODEL", "KAGURA_API_BASE")
@@ -91,6 +94,19 @@ def test_ctrl_c_stops_with_130_and_keeps_the_partial_text() -> None:
     assert kept.startswith("The quick brown")
     assert TEXT.startswith(kept)
     assert len(kept) < len(TEXT)
+    assert "Traceback" not in after
+
+
+def test_sigterm_stops_like_ctrl_c_and_shows_the_cursor_again() -> None:
+    child = spawn("stream", "go", "--replay-text", TEXT, "--tokens-per-s", "10", "--ttft", "0")
+    child.expect("brown")
+    child.kill(signal.SIGTERM)
+    after = finish(child)
+    assert child.exitstatus == 128 + signal.SIGTERM  # exited, not killed by the signal
+    # rich's Live hid the cursor ("\x1b[?25l"); it must be shown again ("\x1b[?25h")
+    assert "\x1b[?25h" in after
+    assert "\x1b[?25l" not in after[after.rindex("\x1b[?25h") :]
+    assert "[stopped: SIGTERM]" in plain(after)
     assert "Traceback" not in after
 
 
@@ -170,6 +186,62 @@ def test_a_dash_reads_the_prompt_from_stdin(
     assert capsys.readouterr().out == "from stdin\n"
 
 
+@pytest.mark.parametrize("stdin", [None, io.StringIO()], ids=["never-open", "closed"])
+def test_a_closed_stdin_is_one_clear_usage_error(
+    stdin: io.StringIO | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if stdin is not None:
+        stdin.close()
+    monkeypatch.setattr(sys, "stdin", stdin)  # what `kagura stream - <&-` gets
+    assert main(["stream", "-", "-m", "kagura/echo", "--tokens-per-s", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "cannot read the prompt from stdin" in err
+    assert "Traceback" not in err
+
+
+def run_in_shell(redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kagura ARGS REDIRECT`` run by sh (``>&-`` closes stdout), stderr captured."""
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    return subprocess.run(
+        ["sh", "-c", f'"$@" {redirect}', "sh", sys.executable, "-m", "kagura.cli", *args],
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", [["stream", "hi", "-m", "kagura/echo"], ["demo"]])
+def test_a_closed_stdout_fails_before_the_request(command: list[str]) -> None:
+    done = run_in_shell(">&-", *command, "--tokens-per-s", "0", "--ttft", "0")
+    assert done.returncode == 1
+    assert done.stderr == "kagura: stdout is closed: there is nowhere to write the answer\n"
+
+
+def test_a_reader_that_went_away_is_one_line_and_exit_1() -> None:
+    # `| true`: the reader exits at once, long before the first token (--ttft 1)
+    args = ["stream", "hi", "-m", "kagura/echo", "--tokens-per-s", "0", "--ttft", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "kagura.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert child.stdout is not None
+    child.stdout.close()
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "kagura: stdout was closed (broken pipe): the answer was not written in full"
+    )
+    assert "Traceback" not in err
+    assert "Exception ignored" not in err
+
+
 def test_schema_not_a_terminal_prints_the_validated_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -244,6 +316,13 @@ def test_a_failed_stream_keeps_its_partial_text(
     ("args", "message"),
     [
         (["stream", "hi", "--throttle", "0"], "--throttle"),
+        (["stream", "hi", "--throttle", "nan"], "positive, finite number of seconds, got nan"),
+        (["stream", "hi", "--throttle", "inf"], "positive, finite number of seconds, got inf"),
+        (["stream", "hi", "--ttft", "inf"], "--ttft"),
+        (["demo", "--ttft", "inf"], "--ttft"),
+        (["stream", "hi", "--tokens-per-s", "inf"], "--tokens-per-s"),
+        (["stream", "hi", "--schema", "pydantic:BaseModel"], "pydantic's base class"),
+        (["stream", "hi", "--schema", "pydantic:RootModel"], "is a generic model"),
         (["stream", "hi", "--schema", "no_such_module_here:Model"], "cannot import"),
         (["stream", "hi", "--schema", "json:dumps"], "not a pydantic model"),
         (["stream"], "Missing argument"),
@@ -253,7 +332,38 @@ def test_usage_errors_exit_2(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in " ".join(err.replace("│", " ").split())  # the message box wraps lines
+
+
+def test_a_schema_without_fields_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cli_models_empty.py").write_text(
+        "from pydantic import BaseModel\nclass Nothing(BaseModel):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["stream", "hi", "--schema", "cli_models_empty:Nothing"]) == 2
+    assert "has no fields" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["stream"], ["demo"]])
+def test_help_shows_flags_as_flags(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--help" in out
+    assert "<bool>" not in out
+
+
+def test_stream_and_demo_pace_the_offline_models_alike() -> None:
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    defaults = {
+        name: next(p.default for p in command.params if p.name == "ttft")
+        for name, command in group.commands.items()
+    }
+    assert defaults == {"stream": OFFLINE_TTFT_S, "demo": OFFLINE_TTFT_S}
 
 
 # -- secrets never reach the terminal ---------------------------------------------------

@@ -13,8 +13,9 @@ With no key set it runs offline on ``kagura/replay`` and says how to use a real 
 The model is ``--model``, else ``$KAGURA_MODEL``, else ``gpt-4o-mini`` when
 ``OPENAI_API_KEY`` is set, else the offline ``kagura/replay``; ``$KAGURA_API_BASE``
 points it at any OpenAI-compatible server. Ctrl-C closes the HTTP stream, leaves
-what arrived on screen and exits with 130. Errors print as one line (``--debug``
-for the traceback); a missing key names the variable to set.
+what arrived on screen and exits with 130 (SIGTERM: the same, with 143). Errors print
+as one line (``--debug`` for the traceback); a missing key names the variable to set;
+a closed stdout (``>&-``, a reader that went away) is an error (exit 1), not a lost answer.
 
 >>> main(["stream", "Hello, stream.", "--model", "kagura/echo", "--tokens-per-s", "0"])
 Hello, stream.
@@ -25,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -39,6 +42,7 @@ from rich.live import Live
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -52,10 +56,38 @@ DEMO_PROMPT = "Tell me a short story about a dragon."
 DEFAULT_MODEL = "gpt-4o-mini"
 OFFLINE_MODEL = "kagura/replay"
 _OFFLINE_PANEL = "Offline models (kagura/echo, kagura/replay)"
+OFFLINE_TTFT_S = 0.2  # the offline models' default --ttft, for every command
 _REFRESH_PER_S = 20
+_EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def _flags_as_flags(params: list[Any]) -> list[Any]:
+    """Show a flag as ``--log``, not ``--log <bool>``, in the rich help.
+
+    typer's rich help prints the type of every option, flags included (``--help <bool>``);
+    an empty metavar is what it prints instead.
+    """
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    # Any: click's Context and Parameter, which typer vendors privately
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_as_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    # Any: click's Context and Parameter, which typer vendors privately
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_as_flags(super().get_params(ctx))
+
 
 app = typer.Typer(
     name="kagura",
+    cls=_Group,
     help="Stream LLM output as reactive pipelines.",
     no_args_is_help=True,
     add_completion=False,
@@ -121,7 +153,65 @@ def _load_schema(spec: str) -> type[BaseModel]:
         target = getattr(target, part)
     if not (isinstance(target, type) and issubclass(target, BaseModel)):
         raise typer.BadParameter(f"{spec} is not a pydantic model class", param_hint="--schema")
+    if target is BaseModel:
+        raise typer.BadParameter(
+            f"{spec} is pydantic's base class, not a model: name a subclass of it with fields "
+            "(class Pet(BaseModel): name: str)",
+            param_hint="--schema",
+        )
+    generic: dict[str, Any] = getattr(target, "__pydantic_generic_metadata__", {})
+    if generic.get("parameters"):
+        raise typer.BadParameter(
+            f"{spec} is a generic model: name a subclass of it with concrete types "
+            "(class Tags(RootModel[list[str]]): ...)",
+            param_hint="--schema",
+        )
+    if not target.model_fields:
+        raise typer.BadParameter(
+            f"{spec} has no fields: name a pydantic model class with fields",
+            param_hint="--schema",
+        )
     return target
+
+
+def _read_stdin() -> str:
+    """The prompt from stdin (``kagura stream -``); a closed stdin is a usage error."""
+    stdin: IO[str] | None = sys.stdin  # None when the process started with fd 0 closed
+    try:
+        if stdin is None:
+            raise OSError("stdin is closed")
+        return stdin.read()
+    except (OSError, ValueError) as exc:  # ValueError: "I/O operation on closed file"
+        raise typer.BadParameter(
+            f'cannot read the prompt from stdin ("-"): {exc}', param_hint="prompt"
+        ) from None
+
+
+def _require_stdout(err: Console) -> None:
+    """Refuse to start when stdout is closed (``>&-``): the answer would be lost."""
+    stdout: IO[str] | None = sys.stdout  # None when the process started with fd 1 closed
+    if stdout is None or stdout.closed:
+        _error_line(err, "stdout is closed: there is nowhere to write the answer")
+        raise typer.Exit(1)
+
+
+def _stdout_went_away(err: Console) -> NoReturn:
+    """stdout's reader went away mid-answer (``| head``): say so once, exit 1.
+
+    stdout is pointed at ``/dev/null`` first, so the flush at exit does not fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (tests): nothing flushes it at exit
+    _error_line(err, "stdout was closed (broken pipe): the answer was not written in full")
+    raise typer.Exit(1)
+
+
+def _error_line(err: Console, message: str) -> None:
+    err.print(Text.assemble(("kagura: ", "bold red"), message), soft_wrap=True)
 
 
 def _schema_messages(prompt: str, schema: type[BaseModel]) -> list[dict[str, str]]:
@@ -191,6 +281,7 @@ class _View:
     stream: AgentStream[Any] | None = None
     started: float = field(default_factory=time.perf_counter)
     live: Live | None = None
+    stopped_by: str = "Ctrl-C"  # what cancelled the stream, for the "[stopped: ...]" note
 
     @property
     def interactive(self) -> bool:
@@ -231,7 +322,7 @@ class _View:
             self._finish_plain()
         notes = self.out if self.interactive else self.err  # keep a piped stdout clean
         if stopped:
-            notes.print(Text("[stopped: Ctrl-C]", style="bold yellow"))
+            notes.print(Text(f"[stopped: {self.stopped_by}]", style="bold yellow"))
         elif error is not None:
             return  # the error line follows
         notes.print(self._footer(final=True), soft_wrap=True)
@@ -364,6 +455,39 @@ async def _run(job: _Job, view: _View) -> None:
     view.close()
 
 
+async def _run_until_sigterm(job: _Job, view: _View) -> bool:
+    """Run ``job``; SIGTERM stops it like Ctrl-C (the live view ends, the cursor comes back).
+
+    Returns whether SIGTERM stopped it.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        view.stopped_by = "SIGTERM"
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        handling = True
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        handling = False
+    try:
+        await _run(job, view)
+    except asyncio.CancelledError:
+        if not terminated or task is None:
+            raise
+        task.uncancel()  # the cancellation was ours, and it is handled
+    finally:
+        if handling:
+            loop.remove_signal_handler(signal.SIGTERM)
+    return terminated
+
+
 def _parse_model(schema: type[BaseModel]) -> Callable[[Any], Any]:
     from kagura.operators import parse_model
 
@@ -374,16 +498,20 @@ def _execute(job: _Job, *, debug: bool) -> None:
     """Run ``job`` to the end; map Ctrl-C to exit 130 and errors to one line and exit 1."""
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
+    _require_stdout(err)
     view = _View(out, err, job.mode, job.model)
     try:
-        asyncio.run(_run(job, view))
+        terminated = asyncio.run(_run_until_sigterm(job, view))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except BrokenPipeError:
-        raise  # `kagura ... | head`: typer exits quietly
+        _stdout_went_away(err)
     except Exception as exc:
         _report(exc, err, model=job.model, debug=debug)
         raise typer.Exit(1) from None
+    else:
+        if terminated:
+            raise typer.Exit(_EXIT_SIGTERM)
 
 
 def _report(exc: Exception, err: Console, *, model: str, debug: bool) -> None:
@@ -407,7 +535,7 @@ def _report(exc: Exception, err: Console, *, model: str, debug: bool) -> None:
         message = f"{type(exc).__name__}: {redact(str(exc))}"
     else:
         message = f"unexpected {type(exc).__name__}: {redact(str(exc))} (--debug for details)"
-    err.print(Text.assemble(("kagura: ", "bold red"), message), soft_wrap=True)
+    _error_line(err, message)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -424,11 +552,27 @@ ModelOption = Annotated[
     ),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+def _finite(value: float) -> float:
+    """Refuse NaN and infinity (``min=0`` lets NaN through: it compares false)."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def _positive_seconds(value: float | None) -> float | None:
+    if value is not None and not 0 < value < math.inf:  # NaN compares false
+        raise typer.BadParameter(f"must be a positive, finite number of seconds, got {value}")
+    return value
+
+
 TokensPerSOption = Annotated[
     float,
     typer.Option(
         "--tokens-per-s",
         min=0,
+        callback=_finite,
         help="Pace of the offline models (0: as fast as possible).",
         rich_help_panel=_OFFLINE_PANEL,
     ),
@@ -436,7 +580,11 @@ TokensPerSOption = Annotated[
 TtftOption = Annotated[
     float,
     typer.Option(
-        "--ttft", min=0, help="Seconds before the first token.", rich_help_panel=_OFFLINE_PANEL
+        "--ttft",
+        min=0,
+        callback=_finite,
+        help="Seconds before the first token.",
+        rich_help_panel=_OFFLINE_PANEL,
     ),
 ]
 ReplayOption = Annotated[
@@ -450,7 +598,7 @@ ReplayOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_Command)
 def stream(
     prompt: Annotated[str, typer.Argument(help='The prompt ("-" reads it from stdin).')],
     model: ModelOption = None,
@@ -462,6 +610,7 @@ def stream(
         typer.Option(
             "--throttle",
             metavar="SECONDS",
+            callback=_positive_seconds,
             help="At most one update per SECONDS, nothing dropped (throttle).",
             show_default=False,
         ),
@@ -478,16 +627,14 @@ def stream(
     log: Annotated[bool, typer.Option("--log", help="Log stream events to stderr.")] = False,
     debug: DebugOption = False,
     tokens_per_s: TokensPerSOption = 40.0,
-    ttft: TtftOption = 0.2,
+    ttft: TtftOption = OFFLINE_TTFT_S,
     replay_text: ReplayOption = None,
 ) -> None:
     """Stream one answer to the terminal, live, with timing and usage."""
-    if throttle is not None and throttle <= 0:
-        raise typer.BadParameter("must be a positive number of seconds", param_hint="--throttle")
     if sentences and schema:
         raise typer.BadParameter("--sentences splits text; it does not combine with --schema")
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = _read_stdin()
     name, _ = resolve_model(model)
     job = _Job(
         prompt=prompt,
@@ -502,18 +649,19 @@ def stream(
     _execute(job, debug=debug)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     prompt: Annotated[str, typer.Argument(help="The prompt.")] = DEMO_PROMPT,
     model: ModelOption = None,
     debug: DebugOption = False,
     tokens_per_s: TokensPerSOption = 40.0,
-    ttft: TtftOption = 0.3,
+    ttft: TtftOption = OFFLINE_TTFT_S,
     replay_text: ReplayOption = None,
 ) -> None:
     """Stream a story through buffer_sentences (works offline, no key needed)."""
     name, why = resolve_model(model)
     out = Console(highlight=False)
+    _require_stdout(Console(stderr=True, highlight=False))
     out.print(
         Text.assemble(("kagura demo", "bold"), "  model ", (name, "bold cyan"), f" ({why})"),
         soft_wrap=True,

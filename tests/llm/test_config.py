@@ -44,6 +44,25 @@ def test_invalid_values_fail_at_construction(bad: dict[str, object]) -> None:
         LLMConfig(**bad)  # type: ignore[arg-type] (invalid on purpose)
 
 
+_FLOAT_FIELDS = (
+    "temperature",
+    "top_p",
+    "cache_ttl",
+    "first_token_timeout",
+    "idle_timeout",
+    "request_timeout",
+)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", "inf"])
+@pytest.mark.parametrize("name", _FLOAT_FIELDS)
+def test_float_settings_must_be_finite(name: str, value: object) -> None:
+    # `gt=0` alone already refuses NaN, but lets inf through: an infinite timeout then
+    # overflows the scheduler or the HTTP client at the first request, not here
+    with pytest.raises(ValidationError, match=rf"{name}\n +Input should be a finite number"):
+        LLMConfig(**{name: value})  # type: ignore[arg-type] (invalid on purpose)
+
+
 def test_unknown_field_is_rejected() -> None:
     with pytest.raises(ValidationError, match="temprature"):
         LLMConfig(temprature=0.5)  # type: ignore[call-arg] (a typo on purpose)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +350,31 @@ def test_case(name: str) -> None:
     assert stripped(whole) == expected
     assert run(list(text)) == whole  # one character at a time
     assert run(split_at(text, range(3, len(text), 3))) == whole
+
+
+@pytest.mark.parametrize("max_wait", [float("nan"), float("inf"), float("-inf")])
+def test_max_wait_must_be_finite(max_wait: float) -> None:
+    with pytest.raises(ConfigError, match=rf"^max_wait .* got {max_wait!r}$"):
+        buffer_sentences(max_wait=max_wait)
+
+
+# -- a run of newlines (a model printing blank lines) ------------------------------------
+
+
+@pytest.mark.timeout(60)  # the quadratic walk back over the run took minutes
+def test_a_long_run_of_newlines_is_linear() -> None:
+
+    text = "\n" * 100_000 + "It recovered. Then it wrote."
+    start = time.perf_counter()
+    out = run(split_at(text, range(4, len(text), 4)))
+    assert time.perf_counter() - start < 10  # about 0.3 s; the quadratic walk took minutes
+    assert "".join(out) == text
+    assert stripped(out) == ["It recovered.", "Then it wrote."]
+
+
+@settings(max_examples=50)
+@given(st.data())
+def test_newline_runs_between_sentences_are_chunking_invariant(data: st.DataObject) -> None:
+    text = "\n\n \n" * 20 + "One. Two\n" + "\n" * 30 + "1. Three.\n\n\nFour"
+    chunks = data.draw(chunkings(text))
+    assert run(chunks) == run([text])

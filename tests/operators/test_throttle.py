@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -90,9 +91,9 @@ def test_an_explicit_scheduler_wins_over_the_subscription_scheduler() -> None:
         assert results == exp("-a-----------(x,|)", {"x": "bc"})
 
 
-@pytest.mark.parametrize("interval", [0, -1.0])
-def test_interval_must_be_positive(interval: float) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("interval", [0, -1.0, math.nan, math.inf, -math.inf])
+def test_interval_must_be_positive_and_finite(interval: float) -> None:
+    with pytest.raises(ConfigError, match=rf"throttle interval .* got {interval!r}$"):
         throttle(interval)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -149,9 +150,10 @@ def test_an_explicit_scheduler_wins_over_the_subscription_scheduler() -> None:
 
 
 @pytest.mark.parametrize("factory", [first_token_timeout, idle_timeout])
-@pytest.mark.parametrize("seconds", [0, -1.0])
-def test_seconds_must_be_positive(factory: Any, seconds: float) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("seconds", [0, -1.0, math.nan, math.inf, -math.inf])
+def test_seconds_must_be_positive_and_finite(factory: Any, seconds: float) -> None:
+    # NaN compares false to everything: it used to pass and then fail every stream
+    with pytest.raises(ConfigError, match=rf"^{factory.__name__} .* got {seconds!r}$"):
         factory(seconds)
 
 

@@ -83,19 +83,19 @@ class LLMConfig(BaseModel):
     )
 
     model: str = Field(default="gpt-4o-mini", min_length=1)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, gt=0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     api_key: SecretStr | None = None
     api_base: str | None = None
     auth_type: Literal["api_key", "oauth2"] = "api_key"
     oauth_provider: str | None = None
     enable_cache: bool = True
-    cache_ttl: float = Field(default=3600.0, ge=0.0)
-    first_token_timeout: float | None = Field(default=None, gt=0.0)
-    idle_timeout: float | None = Field(default=None, gt=0.0)
+    cache_ttl: float = Field(default=3600.0, ge=0.0, allow_inf_nan=False)
+    first_token_timeout: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    idle_timeout: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     max_retries: int = Field(default=2, ge=0, le=10)
-    request_timeout: float = Field(default=600.0, gt=0.0)
+    request_timeout: float = Field(default=600.0, gt=0.0, allow_inf_nan=False)
     transport: Literal["auto", "litellm", "direct"] = "auto"
     sse_max_line_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 

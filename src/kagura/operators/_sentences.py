@@ -56,8 +56,10 @@ def buffer_sentences(
     """
     if min_chars < 0:
         raise ConfigError(f"min_chars must be >= 0, got {min_chars!r}")
-    if max_wait is not None and max_wait <= 0:
-        raise ConfigError(f"max_wait must be positive, got {max_wait!r}")
+    if max_wait is not None and not 0 < max_wait < float("inf"):  # NaN compares false
+        raise ConfigError(
+            f"max_wait must be a positive, finite number of seconds, got {max_wait!r}"
+        )
 
     def _buffer_sentences(source: Observable[str]) -> Observable[str]:
         def subscribe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -46,8 +47,10 @@ def throttle(
     ... ).run()
     ['Hel', 'lo world']
     """
-    if interval <= 0:
-        raise ConfigError(f"throttle interval must be positive, got {interval!r}")
+    if not 0 < interval < math.inf:  # also refuses NaN, which compares false
+        raise ConfigError(
+            f"throttle interval must be a positive, finite number of seconds, got {interval!r}"
+        )
 
     def _throttle(source: Observable[_T]) -> Observable[_T]:
         def subscribe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -202,5 +203,6 @@ class _Guard(Generic[_T]):
 
 
 def _check_positive(name: str, seconds: float) -> None:
-    if seconds <= 0:
-        raise ConfigError(f"{name} must be positive, got {seconds!r}")
+    # `not 0 < x < inf` also refuses NaN (it compares false), which would never expire
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{name} must be a positive, finite number of seconds, got {seconds!r}")
