@@ -242,14 +242,22 @@ def test_a_reader_that_went_away_is_one_line_and_exit_1() -> None:
     assert "Exception ignored" not in err
 
 
+def importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str) -> None:
+    """Write ``module`` in ``tmp_path`` and make it importable, as --schema imports it."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
 def test_schema_not_a_terminal_prints_the_validated_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "cli_models_plain.py").write_text(
-        "from pydantic import BaseModel\nclass Point(BaseModel):\n    x: int\n    y: int = 0\n"
+    importable(
+        tmp_path,
+        monkeypatch,
+        "cli_models_plain",
+        "from pydantic import BaseModel\nclass Point(BaseModel):\n    x: int\n    y: int = 0\n",
     )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
     args = ["-m", "kagura/echo", "--schema", "cli_models_plain:Point", "--tokens-per-s", "0"]
     assert main(["stream", 'Sure: {"x": 3}', *args]) == 0
     assert capsys.readouterr().out == '{\n  "x": 3,\n  "y": 0\n}\n'
@@ -339,11 +347,12 @@ def test_usage_errors_exit_2(
 def test_a_schema_without_fields_is_a_usage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "cli_models_empty.py").write_text(
-        "from pydantic import BaseModel\nclass Nothing(BaseModel):\n    pass\n"
+    importable(
+        tmp_path,
+        monkeypatch,
+        "cli_models_empty",
+        "from pydantic import BaseModel\nclass Nothing(BaseModel):\n    pass\n",
     )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["stream", "hi", "--schema", "cli_models_empty:Nothing"]) == 2
     assert "has no fields" in capsys.readouterr().err
 
