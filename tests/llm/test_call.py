@@ -152,3 +152,34 @@ def test_transport_resolution() -> None:
     assert name(model="anthropic/claude-3-5-sonnet") == "litellm"
     assert name(model="gpt-4o-mini", transport="litellm") == "litellm"
     assert name(model="kagura/echo", transport="litellm") == "litellm"
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"api_base": "http://127.0.0.1:1/v1\r\nX-Injected: yes"},
+        {"api_key": "sk-test\r\nX-Injected: yes"},
+        {"api_key": "sk-test\nGET /smuggled HTTP/1.1"},
+    ],
+    ids=["api_base", "api_key", "smuggled"],
+)
+async def test_a_copy_that_skipped_validation_is_still_checked_before_sending(
+    loopback: LoopbackServer, loopback_config: LLMConfig, update: dict[str, str]
+) -> None:
+    # model_copy(update=...) skips LLMConfig's checks; yarl would have quietly mangled the
+    # URL, and a key would have reached a header. Every request is checked, on every
+    # transport, and nothing is sent.
+    loopback.enqueue(Script.text("never"))
+    bad = loopback_config.model_copy(update={**update, "enable_cache": False})
+    with pytest.raises(ConfigError, match="must not contain spaces or control characters"):
+        await call_llm("q", bad)
+    assert loopback.requests == []
+
+
+async def test_a_plain_string_key_from_model_copy_is_sent(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("ok"))
+    copy = loopback_config.model_copy(update={"api_key": "sk-copied-0123", "enable_cache": False})
+    assert await call_llm("q", copy) == "ok"
+    assert loopback.requests[-1].headers["authorization"] == "Bearer sk-copied-0123"

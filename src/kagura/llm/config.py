@@ -26,7 +26,7 @@ LLMConfig(model='gpt-4o-mini', ..., api_base='http://proxy:[REDACTED]@localhost:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -102,7 +102,7 @@ class LLMConfig(BaseModel):
     @field_validator("api_key")
     @classmethod
     def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (where := _unsafe_char(value.get_secret_value())) is not None:
+        if value is not None and (where := unsafe_char(value.get_secret_value())) is not None:
             raise PydanticCustomError(
                 "api_key_unsafe",
                 "api_key must not contain spaces or control characters "
@@ -116,7 +116,7 @@ class LLMConfig(BaseModel):
     def _check_api_base(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if (where := _unsafe_char(value)) is not None:
+        if (where := unsafe_char(value)) is not None:
             raise PydanticCustomError(
                 "api_base_unsafe",
                 "api_base must not contain spaces or control characters "
@@ -170,13 +170,22 @@ class LLMConfig(BaseModel):
         """The key to send: the explicit key, an OAuth2 token, or None (environment)."""
         if self.auth_type == "oauth2":
             return self._token_provider().get_token_sync().get_secret_value()
-        return self.api_key.get_secret_value() if self.api_key is not None else None
+        return self.plain_api_key
 
     async def aget_api_key(self) -> str | None:
         """Like :meth:`get_api_key`, without blocking the event loop for an OAuth2 fetch."""
         if self.auth_type == "oauth2":
             return (await self._token_provider().get_token()).get_secret_value()
-        return self.api_key.get_secret_value() if self.api_key is not None else None
+        return self.plain_api_key
+
+    @property
+    def plain_api_key(self) -> str | None:
+        """``api_key`` as a plain string (also when ``model_copy`` set it as one)."""
+        # model_copy(update=...) does not validate: a plain str may be here.
+        key = cast(object, self.api_key)
+        if isinstance(key, SecretStr):
+            return key.get_secret_value()
+        return key if isinstance(key, str) else None
 
     def _token_provider(self) -> TokenProvider:
         # Imported here: OAuth2 pulls in httpx, which plain api-key configs never need.
@@ -192,7 +201,7 @@ class LLMConfig(BaseModel):
         return self.model.startswith("kagura/")
 
 
-def _unsafe_char(text: str) -> dict[str, Any] | None:
+def unsafe_char(text: str) -> dict[str, Any] | None:
     """Where ``text`` has a space or a control character (named, never quoted), if it does."""
     for index, char in enumerate(text):
         if char.isspace() or not char.isprintable():

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagura.errors import ConfigError
-from kagura.llm.config import LLMConfig
+from kagura.llm.config import LLMConfig, unsafe_char
 
 __all__ = [
     "OFFLINE_PARAMS",
@@ -65,9 +65,25 @@ class ChatRequest:
     params: Mapping[str, Any] = field(default_factory=dict[str, Any])
 
     def __post_init__(self) -> None:
+        _check_config_values(self.config)
         if not OFFLINE_PARAMS.isdisjoint(self.params) and not _served_offline(self.config):
             kept = {k: v for k, v in self.params.items() if k not in OFFLINE_PARAMS}
             object.__setattr__(self, "params", kept)  # frozen: this is its construction
+
+
+def _check_config_values(config: LLMConfig) -> None:
+    """Refuse an ``api_base`` or ``api_key`` that could break a URL or a header.
+
+    ``LLMConfig`` checks both when it is built, but ``model_copy(update=...)`` and
+    ``model_construct`` skip validation; every request passes here, whatever its
+    transport. The value itself is never quoted.
+    """
+    for name, value in (("api_base", config.api_base), ("api_key", config.plain_api_key)):
+        if value is not None and (where := unsafe_char(value)) is not None:
+            raise ConfigError(
+                f"{name} must not contain spaces or control characters "
+                f"(found {where['char']} at index {where['index']})"
+            )
 
 
 def check_call_kwargs(kwargs: Mapping[str, Any]) -> None:
