@@ -94,6 +94,25 @@ GERMAN = SentenceRules(
 )
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I met Dr. Who today.", ["I met Dr. Who today."]),
+        ("Ask Mrs. What at noon. She knows.", ["Ask Mrs. What at noon. ", "She knows."]),
+        ("Prof. Then spoke. We listened.", ["Prof. Then spoke. ", "We listened."]),
+        # A title that also ends addresses still splits before a sentence opening.
+        ("He lives on Main St. Then he left.", ["He lives on Main St. ", "Then he left."]),
+    ],
+)
+def test_a_capitalised_word_after_a_personal_title_is_a_name(
+    text: str, expected: list[str]
+) -> None:
+    assert segment(text) == expected
+    segmenter = SentenceSegmenter()
+    pieces = [s for ch in text for s in segmenter.push(ch)]
+    assert [*pieces, *segmenter.close()] == expected
+
+
 def test_a_second_language_is_a_rules_module_not_a_fork() -> None:
     text = "Hr. Müller kommt z.B. Montag. Siehe Nr. 5 im Heft. Er geht."
     assert segment(text, rules=GERMAN) == [

@@ -97,6 +97,40 @@ ENGLISH: Final = SentenceRules(
         }
     ),
     never_final=frozenset({"e.g", "i.e", "cf", "viz", "vs", "v", "incl"}),
+    # The titles of a person; the other titles (``st``, ``mt``) also end addresses.
+    honorifics=frozenset(
+        {
+            "adm",
+            "attys",
+            "brig",
+            "capt",
+            "cmdr",
+            "col",
+            "cpl",
+            "det",
+            "dr",
+            "fr",
+            "gen",
+            "gov",
+            "hon",
+            "lt",
+            "maj",
+            "messrs",
+            "mr",
+            "mrs",
+            "ms",
+            "mssrs",
+            "pres",
+            "prof",
+            "rep",
+            "reps",
+            "rev",
+            "sen",
+            "sens",
+            "sgt",
+            "supt",
+        }
+    ),
     times=frozenset({"a.m", "p.m"}),
     starters=frozenset(
         {

@@ -95,6 +95,9 @@ class SentenceRules:
     before them (``At 5 a.m. Mr. Smith left`` but ``He left at 6 P.M. Mr. Smith``)."""
     starters: frozenset[str]
     """Capitalised words that start a sentence after a title or an initial."""
+    honorifics: frozenset[str] = frozenset()
+    """Titles of a person (``dr``, ``mr``): a capitalised word after one is a name,
+    never a sentence's start, even a word of ``starters`` (``I met Dr. Who today``)."""
     time_lead: re.Pattern[str]
     """A sentence opening that ends with a time of day, matched whole."""
     word: re.Pattern[str]
@@ -668,6 +671,8 @@ class SentenceSegmenter:
         if low in rules.times:  # "At 5 a.m. Mr. Smith left" but "He left at 6 P.M. Mr. Smith"
             lead = self._buf[self._start : a1].strip(WHITESPACE + _BULLETS)
             return rules.time_lead.fullmatch(lead) is None
+        if low in rules.honorifics:
+            return False
         if low in rules.titles or initialism:
             w = rules.word.match(first)
             if w is None or (w.end() == 1 and first[1:2] == "."):
