@@ -5,6 +5,12 @@ streamed as SSE or not), lists models (``GET /v1/models``) and issues OAuth2
 client-credentials tokens (``POST /oauth/token``). It runs its own asyncio loop in
 a daemon thread, so any client, sync or async, on any event loop, can use it.
 
+It also speaks Anthropic Messages (``POST /v1/messages``, the key in ``x-api-key`` or
+``Authorization: Bearer``, Anthropic's named SSE events and error bodies; ``_anthropic``)
+and the Gemini API (``POST .../models/<model>:streamGenerateContent?alt=sse`` or
+``:generateContent``, the key in ``x-goog-api-key``, ``?key=`` or a bearer, CRLF-framed
+events, Google's error bodies; ``_gemini``): the same scripts play in every protocol.
+
 Each chat request consumes the next queued :class:`Script`; with the queue empty
 the server echoes the last user message back in 4-character chunks. Scripts set
 the text, tool calls, timing (time to first token, delay per chunk), usage, an HTTP

@@ -22,17 +22,16 @@ class TokenEndpoint:
         self._counters = counters
         self._tokens: dict[str, float] = {}  # token -> expiry on time.monotonic()
 
-    def authorizes(self, req: RecordedRequest, api_keys: frozenset[str] | None) -> bool:
-        """Whether ``req`` carries ``Bearer <key>`` with a key of ``api_keys`` or a live
-        token (always, if ``api_keys`` is ``None``)."""
+    def accepts(self, credential: str | None, api_keys: frozenset[str] | None) -> bool:
+        """Whether ``credential`` is a key of ``api_keys`` or a live token (always, if
+        ``api_keys`` is ``None``)."""
         if api_keys is None:
             return True
-        scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
+        if not credential:
             return False
         with self._counters.lock:
-            expiry = self._tokens.get(token)
-        return token in api_keys or (expiry is not None and time.monotonic() < expiry)
+            expiry = self._tokens.get(credential)
+        return credential in api_keys or (expiry is not None and time.monotonic() < expiry)
 
     def revoke(self) -> None:
         """Make every issued token invalid (as if expired)."""

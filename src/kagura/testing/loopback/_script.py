@@ -57,6 +57,7 @@ class ScriptedToolCall:
 class ScriptOptions(TypedDict, total=False):
     """Keyword options the :class:`Script` constructors pass through (see its fields)."""
 
+    reasoning: tuple[str, ...]
     finish_reason: str | None
     usage: Mapping[str, int] | None
     include_usage: bool | None
@@ -77,6 +78,8 @@ class Script:
     """How the server answers one chat request.
 
     Content and tool calls:
+      ``reasoning`` chunks stream first, as the protocol carries a model's thinking
+      (``reasoning_content`` deltas, Anthropic thinking blocks, Gemini thought parts);
       ``content`` text chunks, one per SSE event; ``tool_calls`` streamed after the
       text; ``finish_reason`` (default ``"tool_calls"`` if there are tool calls,
       else ``"stop"``); ``usage`` (default: :func:`kagura.llm.metrics.estimate_tokens`
@@ -109,6 +112,7 @@ class Script:
     """
 
     content: tuple[str, ...] = ()
+    reasoning: tuple[str, ...] = ()
     tool_calls: tuple[ScriptedToolCall, ...] = ()
     finish_reason: str | None = None
     usage: Mapping[str, int] | None = None

@@ -13,13 +13,32 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from kagura.testing.loopback import _wire
+from kagura.testing.loopback._anthropic import AnthropicDialect
 from kagura.testing.loopback._chat import ChatEmulator
+from kagura.testing.loopback._dialect import Dialect
+from kagura.testing.loopback._gemini import GeminiDialect
 from kagura.testing.loopback._http import BadRequest, ClientGone, Connection, RecordedRequest
 from kagura.testing.loopback._oauth import TokenEndpoint
+from kagura.testing.loopback._openai import OpenAIDialect
 from kagura.testing.loopback._script import Script
 from kagura.testing.loopback._stats import Counters, LoopbackStats
 
 __all__ = ["LoopbackServer"]
+
+_OPENAI = OpenAIDialect()
+_ANTHROPIC = AnthropicDialect()
+_GEMINI = GeminiDialect()
+
+
+def _dialect_for(path: str) -> Dialect | None:
+    """The protocol a chat request speaks, from its path (``None``: not a chat request)."""
+    if path in ("/v1/chat/completions", "/chat/completions"):
+        return _OPENAI
+    if path in ("/v1/messages", "/messages"):
+        return _ANTHROPIC
+    if path.endswith((":streamGenerateContent", ":generateContent")) and "/models/" in path:
+        return _GEMINI
+    return None
 
 
 class LoopbackServer:
@@ -264,13 +283,15 @@ class LoopbackServer:
     async def _route(self, conn: Connection, req: RecordedRequest) -> bool:
         path = req.path.rstrip("/")
         try:
-            if path in ("/v1/chat/completions", "/chat/completions") and req.method == "POST":
+            dialect = _dialect_for(path) if req.method == "POST" else None
+            if dialect is not None:
                 return await self._chat.answer(
                     conn,
                     req,
+                    dialect,
                     default=self.default,
                     always_include_usage=self.always_include_usage,
-                    authorized=self._oauth.authorizes(req, self.api_keys),
+                    authorized=lambda credential: self._oauth.accepts(credential, self.api_keys),
                 )
             if path in ("/v1/models", "/models") and req.method == "GET":
                 models = [_wire.model_entry(m) for m in self.models]
