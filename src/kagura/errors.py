@@ -10,6 +10,7 @@
     │   ├── RateLimitError                  429
     │   ├── ModelNotFoundError              names the model
     │   ├── ProviderError                   other provider/transport failures
+    │   │   └── ContentFilterError          the provider blocked the prompt or the answer
     │   ├── StreamError                     failed after the stream started
     │   │   ├── FirstTokenTimeout (also TimeoutError)
     │   │   └── IdleTimeout       (also TimeoutError)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthError",
     "ConfigError",
+    "ContentFilterError",
     "FirstTokenTimeout",
     "IdleTimeout",
     "KaguraError",
@@ -204,3 +206,14 @@ class ToolLoopError(LLMError):
         super().__init__(message, model=model, partial_text=partial_text, usage=usage)
         self.rounds = rounds
         self.tool_calls = list(tool_calls)
+
+
+class ContentFilterError(ProviderError):
+    """The provider's safety filter blocked the prompt or the answer, so there is no answer.
+
+    Raised instead of an empty text: a blocked prompt (Gemini's
+    ``promptFeedback.blockReason``) or an answer stopped by a filter before it had any
+    text or tool call (Gemini's ``SAFETY``, ``RECITATION``, ``BLOCKLIST``...). The
+    message names the provider's reason. An answer cut by a filter after some text ends
+    normally, with the finish reason ``"content_filter"``.
+    """

@@ -1,7 +1,9 @@
 """Typed events of an LLM stream, as produced by every transport.
 
-A stream is a sequence of :data:`StreamEvent`: text deltas and tool-call deltas
-while the model writes, then usually one :class:`Usage` and one :class:`Finish`.
+A stream is a sequence of :data:`StreamEvent`: text deltas, reasoning deltas and
+tool-call deltas while the model writes, then usually one :class:`Usage` and one
+:class:`Finish`. Reasoning (a model's thinking) travels beside the answer, never in
+it: text pipes and ``call_llm_stream`` carry :class:`TextDelta` only.
 
 >>> from kagura.events import TextDelta, Finish
 >>> [e for e in (TextDelta("Hi"), Finish("stop")) if isinstance(e, TextDelta)]
@@ -13,12 +15,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-__all__ = ["Completion", "Finish", "StreamEvent", "TextDelta", "ToolCall", "ToolCallDelta", "Usage"]
+__all__ = [
+    "Completion",
+    "Finish",
+    "ReasoningDelta",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of the assistant's text (never empty)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (never empty), beside the answer, not in it.
+
+    Anthropic's thinking blocks, Gemini's thought parts, and the ``reasoning_content``
+    (or ``reasoning``) deltas of OpenAI-compatible servers (DeepSeek, vLLM, Ollama).
+    """
 
     text: str
 
@@ -78,7 +100,7 @@ class Finish:
     reason: str | None
 
 
-StreamEvent = TextDelta | ToolCallDelta | Usage | Finish
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +120,4 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     finish_reason: str | None = None
+    reasoning: str = ""

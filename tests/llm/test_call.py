@@ -149,7 +149,11 @@ def test_transport_resolution() -> None:
     assert name(model="gpt-4o-mini") == "direct"
     assert name(model="openai/llama3", api_base="http://localhost:11434/v1") == "direct"
     assert name(model="llama3", api_base="http://localhost:11434/v1") == "direct"
-    assert name(model="anthropic/claude-3-5-sonnet") == "litellm"
+    assert name(model="anthropic/claude-3-5-sonnet") == "anthropic"
+    assert name(model="gemini/gemini-2.5-flash") == "gemini"
+    assert name(model="anthropic/claude-3-5-sonnet", transport="direct") == "anthropic"
+    assert name(model="gemini/gemini-2.5-flash", transport="litellm") == "litellm"
+    assert name(model="mistral/mistral-large") == "litellm"
     assert name(model="gpt-4o-mini", transport="litellm") == "litellm"
     assert name(model="kagura/echo", transport="litellm") == "litellm"
 

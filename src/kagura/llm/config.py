@@ -25,7 +25,7 @@ LLMConfig(model='gpt-4o-mini', ..., api_base='http://proxy:[REDACTED]@localhost:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -57,24 +57,43 @@ class LLMConfig(BaseModel):
         model: a litellm model name (``"gpt-4o-mini"``, ``"openai/llama3"``,
             ``"anthropic/claude-..."``) or an offline model (``"kagura/echo"``,
             ``"kagura/replay"``).
-        api_key: the provider key; ``None`` lets the provider's environment
-            variable (``OPENAI_API_KEY``...) supply it.
+        temperature: sampling temperature, 0 to 2 (default 0.7).
+        max_tokens: the longest answer in tokens; ``None`` leaves it to the
+            provider (Anthropic requires one: kagura sends 4096 then).
+        top_p: nucleus sampling, above 0 and at most 1 (default 1).
+        api_key: the provider key, a ``str`` or a ``SecretStr`` (kept as a
+            ``SecretStr``); ``None`` lets the provider's environment variable
+            (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY``...) supply it.
         api_base: any OpenAI-compatible endpoint (Ollama, vLLM, a proxy): an
             ``http(s)://`` URL with a host, without spaces or control characters.
         auth_type: ``"oauth2"`` takes a bearer token from the token provider
             registered under ``oauth_provider``.
+        oauth_provider: the name of a registered token provider (needed by
+            ``auth_type="oauth2"``).
+        enable_cache: whether ``call_llm`` may answer from the LLM cache (when one
+            is set); streams are never cached.
+        cache_ttl: seconds a cached answer stays valid (default 3600).
         first_token_timeout: seconds from the request to the first token.
         idle_timeout: seconds allowed between two chunks.
         max_retries: retries of a failed request *before* any text arrived
             (429, 5xx, connection errors). A stream is never retried once it
             has produced text.
         request_timeout: overall HTTP timeout for one request, in seconds.
-        transport: ``"auto"`` (the default: the direct httpx path for OpenAI-compatible
-            endpoints, in-process offline models, litellm for everything else),
-            ``"litellm"`` to force litellm, ``"direct"`` to force the direct path.
+        transport: ``"auto"`` (the default: kagura's own transports on aiohttp for
+            OpenAI-compatible endpoints, ``anthropic/...`` and ``gemini/...``,
+            in-process offline models, litellm for everything else), ``"litellm"``
+            to force litellm, ``"direct"`` to force kagura's own transport.
         sse_max_line_bytes: the longest line the direct transport accepts in a
             Server-Sent Events stream (default 4 MiB); a longer one raises
             :class:`~kagura.errors.StreamError` with the text received so far.
+        fallbacks: other configs (any provider) tried in order when a request
+            fails before its first token, after its own retries.
+        hedge_after: seconds without a first token after which a second request
+            starts (the next fallback, or this config again), and another after each
+            further ``hedge_after``, up to ``max_hedges``; the first to produce a
+            token wins and the others are closed at once. ``None`` (the default): no
+            hedging.
+        max_hedges: at most this many hedged requests per call (default 2).
     """
 
     # hide_input_in_errors: a ValidationError must not quote the key or the api_base.
@@ -86,7 +105,7 @@ class LLMConfig(BaseModel):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, allow_inf_nan=False)
     max_tokens: int | None = Field(default=None, gt=0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    api_key: SecretStr | None = None
+    api_key: SecretStr | str | None = None
     api_base: str | None = None
     auth_type: Literal["api_key", "oauth2"] = "api_key"
     oauth_provider: str | None = None
@@ -98,10 +117,22 @@ class LLMConfig(BaseModel):
     request_timeout: float = Field(default=600.0, gt=0.0, allow_inf_nan=False)
     transport: Literal["auto", "litellm", "direct"] = "auto"
     sse_max_line_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    fallbacks: Sequence[LLMConfig] = ()
+    hedge_after: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    max_hedges: int = Field(default=2, ge=1, le=8)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _secret_api_key(cls, value: object) -> object:
+        # A plain str is accepted (the annotation says so, for type checkers) and kept
+        # as a SecretStr, so the attribute never holds the key in the clear.
+        return SecretStr(value) if isinstance(value, str) else value
 
     @field_validator("api_key")
     @classmethod
-    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_api_key(cls, value: SecretStr | str | None) -> SecretStr | None:
+        if isinstance(value, str):  # not reached: the "before" validator wraps a str
+            value = SecretStr(value)
         if value is not None and (where := unsafe_char(value.get_secret_value())) is not None:
             raise PydanticCustomError(
                 "api_key_unsafe",
@@ -147,10 +178,17 @@ class LLMConfig(BaseModel):
             )
         return value
 
+    @field_validator("fallbacks")
+    @classmethod
+    def _check_fallbacks(cls, value: Sequence[LLMConfig]) -> Sequence[LLMConfig]:
+        if any(fallback.fallbacks for fallback in value):
+            raise ValueError("a fallback config must not have fallbacks of its own")
+        return tuple(value)  # a list given is copied: the config stays frozen
+
     @model_validator(mode="after")
     def _remember_secrets(self) -> LLMConfig:
-        if self.api_key is not None:
-            remember_secret(self.api_key.get_secret_value())
+        if self.plain_api_key is not None:
+            remember_secret(self.plain_api_key)
         if self.api_base is not None:
             for secret in secrets_in_url(self.api_base):
                 remember_secret(secret)

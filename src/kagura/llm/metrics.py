@@ -32,6 +32,10 @@ class StreamMetrics:
 
     ``usage`` is the provider's report, or an estimate (``usage.estimated``)
     when the provider sent none; ``tool_calls`` lists the calls the model made.
+    The first token is the first text, reasoning or tool-call delta; ``chunks`` and
+    ``chars`` count the answer's text, ``reasoning_chars`` the reasoning's.
+    ``model`` is the model that answered and ``attempts`` the requests started (more
+    than one with ``LLMConfig(fallbacks=..., hedge_after=...)``).
     """
 
     started_at: float | None = None
@@ -39,17 +43,22 @@ class StreamMetrics:
     ended_at: float | None = None
     chunks: int = 0
     chars: int = 0
+    reasoning_chars: int = 0
     usage: Usage | None = None
     finish_reason: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list[ToolCall])
+    model: str | None = None
+    attempts: int = 0
 
     def reset(self) -> None:
         """Forget a previous run (a cold source re-subscribed starts afresh)."""
         self.started_at = self.first_token_at = self.ended_at = None
-        self.chunks = self.chars = 0
+        self.chunks = self.chars = self.reasoning_chars = 0
         self.usage = None
         self.finish_reason = None
         self.tool_calls = []
+        self.model = None
+        self.attempts = 0
 
     @property
     def ttft_s(self) -> float | None:

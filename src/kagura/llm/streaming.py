@@ -25,6 +25,7 @@ from kagura._redact import redact_error
 from kagura.errors import FirstTokenTimeout, IdleTimeout, KaguraError, LLMError, StreamError
 from kagura.events import (
     Finish,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -32,12 +33,14 @@ from kagura.events import (
     Usage,
 )
 from kagura.llm.config import LLMConfig
+from kagura.llm.failover import failover_events, uses_failover
 from kagura.llm.metrics import StreamMetrics, estimate_tokens
 from kagura.llm.request import ChatRequest, Messages, prepare_request
 from kagura.llm.transports import resolve_transport
 
 __all__ = [
     "Finish",
+    "ReasoningDelta",
     "StreamEvent",
     "TextDelta",
     "ToolCallDelta",
@@ -83,16 +86,20 @@ async def open_event_stream(
     m.started_at = time.perf_counter()
     text_parts: list[str] = []
     tools = _ToolCallAccumulator()
-    transport = resolve_transport(config)
+    racing = uses_failover(config)
+    if racing:  # each attempt keeps its own first-token timeout
+        source = failover_events(request, m)
+    else:
+        source = resolve_transport(config).stream(request)
+        m.model, m.attempts = config.model, 1
     try:
-        async with aclosing(transport.stream(request)) as events:
+        async with aclosing(source) as events:
             iterator = aiter(events)
             while True:
-                limit = (
-                    config.idle_timeout
-                    if m.first_token_at is not None
-                    else config.first_token_timeout
-                )
+                if m.first_token_at is not None:
+                    limit = config.idle_timeout
+                else:
+                    limit = None if racing else config.first_token_timeout
                 try:
                     if limit is None:
                         event = await anext(iterator)
@@ -115,6 +122,10 @@ async def open_event_stream(
                     m.chunks += 1
                     m.chars += len(event.text)
                     text_parts.append(event.text)
+                elif isinstance(event, ReasoningDelta):
+                    if m.first_token_at is None:
+                        m.first_token_at = time.perf_counter()
+                    m.reasoning_chars += len(event.text)
                 elif isinstance(event, ToolCallDelta):
                     if m.first_token_at is None:
                         m.first_token_at = time.perf_counter()
@@ -126,7 +137,7 @@ async def open_event_stream(
                 yield event
         m.tool_calls = tools.calls()
         if m.usage is None:
-            m.usage = _estimated_usage(request, m.chars)
+            m.usage = _estimated_usage(request, m.chars + m.reasoning_chars)
             yield m.usage
     except LLMError as exc:
         exc.with_progress(partial_text="".join(text_parts), usage=m.usage)

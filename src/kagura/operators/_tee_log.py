@@ -52,7 +52,9 @@ def tee_log(
       that passed (a pipeline of events), else ``metrics.usage`` (``metrics``:
       the :class:`~kagura.StreamMetrics` its source fills in, for a pipeline of
       text). With neither, the tokens are estimated from ``chars``
-      (:func:`~kagura.llm.metrics.estimate_tokens`, ``tokens_estimated=True``);
+      (:func:`~kagura.llm.metrics.estimate_tokens`, ``tokens_estimated=True``).
+      With ``metrics``, also ``model`` (the model that answered) and ``attempts``
+      (the requests started: more than one with fallbacks or hedging);
     - ``stream.error`` with ``error_type`` and the redacted ``error``, plus the
       counts so far;
     - ``stream.cancel`` with the counts so far, if disposed before it ended.
@@ -148,6 +150,7 @@ def tee_log(
                     ttft_s=None if first_at is None else (first_at - started_at).total_seconds(),
                     tokens_per_s=tokens / writing_s if writing_s > 0 else None,
                     tokens_estimated=known is None or known.estimated,
+                    **_answered_by(metrics),
                 )
                 observer.on_completed()
 
@@ -167,3 +170,10 @@ def tee_log(
         return Observable(subscribe)
 
     return _tee_log
+
+
+def _answered_by(metrics: StreamMetrics | None) -> dict[str, object]:
+    """``model`` and ``attempts`` of the source's metrics, once a request has started."""
+    if metrics is None or not metrics.attempts:
+        return {}
+    return {"model": metrics.model, "attempts": metrics.attempts}

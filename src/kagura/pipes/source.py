@@ -29,16 +29,23 @@ from typing import Any, TypeVar, cast
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.subject import Subject
 
-from kagura.events import StreamEvent, TextDelta
+from kagura.events import ReasoningDelta, StreamEvent, TextDelta
 from kagura.llm.config import LLMConfig
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import Messages, prepare_request
 from kagura.llm.streaming import open_event_stream
 from kagura.pipes._demand import current_demand
 
-__all__ = ["from_async_iterable", "from_llm", "from_llm_events", "text_deltas"]
+__all__ = [
+    "from_async_iterable",
+    "from_llm",
+    "from_llm_events",
+    "reasoning_beside",
+    "text_deltas",
+]
 
 T = TypeVar("T")
 
@@ -165,11 +172,14 @@ def from_llm(
 
 def text_deltas(
     record: list[str] | None = None,
+    *,
+    reasoning: list[str] | None = None,
 ) -> Callable[[Observable[StreamEvent]], Observable[str]]:
     """Keep only the text of :class:`~kagura.TextDelta` events, in one hop per event.
 
     ``record``, if given, is cleared at each subscription (a new request) and
     receives every text delta: the model's own text, whatever operators follow.
+    ``reasoning``, likewise, receives every :class:`~kagura.ReasoningDelta`'s text.
 
     Marble (``t`` a text delta "t", ``u`` a usage event)::
 
@@ -183,16 +193,73 @@ def text_deltas(
         ) -> abc.DisposableBase:
             if record is not None:
                 record.clear()
+            if reasoning is not None:
+                reasoning.clear()
 
             def on_next(event: StreamEvent) -> None:
                 if isinstance(event, TextDelta):
                     if record is not None:
                         record.append(event.text)
                     observer.on_next(event.text)
+                elif reasoning is not None and isinstance(event, ReasoningDelta):
+                    reasoning.append(event.text)
 
             return source.subscribe(
                 on_next, observer.on_error, observer.on_completed, scheduler=scheduler
             )
+
+        return Observable(subscribe)
+
+    return operator
+
+
+def reasoning_beside(
+    pipeline: Callable[[Observable[str]], Observable[T]],
+    record: list[str] | None = None,
+    *,
+    reasoning: list[str] | None = None,
+) -> Callable[[Observable[StreamEvent]], Observable[ReasoningDelta | T]]:
+    """The text through ``pipeline``, with each :class:`~kagura.ReasoningDelta` passed on as
+    it arrives, in one subscription (one request).
+
+    ``record`` and ``reasoning`` are filled as by :func:`text_deltas`. The result ends
+    when the pipeline ends (after its last flush), and fails with its error or the
+    source's.
+
+    Marble (``r`` a reasoning delta, ``t`` a text delta, ``pipeline`` the identity)::
+
+        events: -r-r-t-t-|
+        result: -r-r-t-t-|
+    """
+
+    def operator(source: Observable[StreamEvent]) -> Observable[ReasoningDelta | T]:
+        def subscribe(
+            observer: abc.ObserverBase[ReasoningDelta | T],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            text: Subject[str] = Subject()
+            answer = pipeline(text).subscribe(
+                observer.on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+            def on_next(event: StreamEvent) -> None:
+                if isinstance(event, ReasoningDelta):
+                    if reasoning is not None:
+                        reasoning.append(event.text)
+                    observer.on_next(event)
+                elif isinstance(event, TextDelta):
+                    if record is not None:
+                        record.append(event.text)
+                    text.on_next(event.text)
+
+            if record is not None:
+                record.clear()
+            if reasoning is not None:
+                reasoning.clear()
+            events = source.subscribe(
+                on_next, text.on_error, text.on_completed, scheduler=scheduler
+            )
+            return CompositeDisposable(events, answer)
 
         return Observable(subscribe)
 

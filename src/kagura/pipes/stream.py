@@ -2,6 +2,8 @@
 
 Iterate it for the pipeline's output; ``await text()`` for the whole text;
 ``usage``, ``finish_reason``, ``tool_calls`` and ``metrics`` once it has run;
+``reasoning`` for the model's thinking so far, and :meth:`AgentStream.with_reasoning`
+for a view that streams it before (and beside) the answer;
 ``.observable`` to compose further (a new, independent request per
 subscription). It is consumed once: a second ``async for`` raises
 :class:`~kagura.errors.StreamConsumedError`.
@@ -27,12 +29,12 @@ from typing import Any, Generic, Literal, TypeVar, cast
 from reactivex import Observable
 
 from kagura.errors import ParseError, StreamConsumedError
-from kagura.events import StreamEvent, ToolCall, Usage
+from kagura.events import ReasoningDelta, StreamEvent, ToolCall, Usage
 from kagura.llm.config import LLMConfig
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import Messages
 from kagura.pipes.adapter import DEFAULT_MAX_BUFFER, ObservableIterator, to_async_iterator
-from kagura.pipes.source import from_llm_events, text_deltas
+from kagura.pipes.source import from_llm_events, reasoning_beside, text_deltas
 
 __all__ = ["AgentStream", "Operator", "StreamOutcome"]
 
@@ -53,8 +55,12 @@ class AgentStream(Generic[T]):
         metrics: StreamMetrics | None = None,
         raw_text: Callable[[], str] | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        reasoning_text: Callable[[], str] | None = None,
+        with_reasoning: Callable[[], Observable[ReasoningDelta | T]] | None = None,
     ) -> None:
         self._observable = observable
+        self._reasoning_text = reasoning_text
+        self._with_reasoning = with_reasoning
         self._metrics = metrics if metrics is not None else StreamMetrics()
         self._raw_text = raw_text
         self._max_buffer = max_buffer
@@ -96,11 +102,24 @@ class AgentStream(Generic[T]):
         before the pipeline, for :meth:`text` and :attr:`partial_text`.
         """
         raw: list[str] = []
-        text: Observable[Any] = events.pipe(text_deltas(raw))
-        for operator in [pipeline] if callable(pipeline) else pipeline:
-            text = operator(text)
+        thoughts: list[str] = []
+        operators = [pipeline] if callable(pipeline) else list(pipeline)
+
+        def through_pipeline(text: Observable[str]) -> Observable[Any]:
+            out: Observable[Any] = text
+            for operator in operators:
+                out = operator(out)
+            return out
+
         return AgentStream(
-            text, metrics=metrics, raw_text=lambda: "".join(raw), max_buffer=max_buffer
+            through_pipeline(events.pipe(text_deltas(raw, reasoning=thoughts))),
+            metrics=metrics,
+            raw_text=lambda: "".join(raw),
+            max_buffer=max_buffer,
+            reasoning_text=lambda: "".join(thoughts),
+            with_reasoning=lambda: events.pipe(
+                reasoning_beside(through_pipeline, raw, reasoning=thoughts)
+            ),
         )
 
     # -- views -------------------------------------------------------------------------
@@ -204,6 +223,39 @@ class AgentStream(Generic[T]):
     def partial_text(self) -> str:
         """The model's text received so far (whatever the pipeline did with it)."""
         return self._raw_text() if self._raw_text is not None else ""
+
+    @property
+    def reasoning(self) -> str:
+        """The model's reasoning received so far (Anthropic thinking, Gemini thoughts,
+        ``reasoning_content``): never part of the text or the pipeline's items."""
+        return self._reasoning_text() if self._reasoning_text is not None else ""
+
+    def with_reasoning(self) -> AgentStream[ReasoningDelta | T]:
+        """This stream as a view that yields each :class:`~kagura.ReasoningDelta` as it
+        arrives, beside the pipeline's items (one request, the same metrics).
+
+        Use it instead of iterating this stream, not after::
+
+            async for item in stream.with_reasoning():
+                if isinstance(item, ReasoningDelta):
+                    show_thinking(item.text)
+                else:
+                    show_answer(item)
+        """
+        if self._iterated:
+            raise StreamConsumedError(
+                "with_reasoning() is a view of a stream not yet iterated; call it first"
+            )
+        self._iterated = True  # the view makes the request; this stream makes none
+        if self._with_reasoning is None:  # no event source: nothing but the items
+            return AgentStream(self._observable, metrics=self._metrics, max_buffer=self._max_buffer)
+        return AgentStream(
+            self._with_reasoning(),
+            metrics=self._metrics,
+            raw_text=self._raw_text,
+            max_buffer=self._max_buffer,
+            reasoning_text=self._reasoning_text,
+        )
 
     async def aclose(self) -> None:
         """Stop early: closes the HTTP stream at once. Idempotent."""

@@ -43,6 +43,7 @@ import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from yarl import URL
@@ -63,6 +64,7 @@ __all__ = [
     "HeaderFactory",
     "check_header_value",
     "describe_error",
+    "extra_headers",
     "finish_body",
     "read_body",
     "retry_delay",
@@ -109,6 +111,31 @@ def check_header_value(name: str, value: str, *, error: type[LLMError] | None = 
         if error is None:
             raise ConfigError(message)
         raise error(message)
+
+
+def extra_headers(value: object) -> dict[str, str]:
+    """The ``extra_headers={...}`` call argument, checked: names are tokens, values safe.
+
+    Names come back lower case; a bad name or value is a :class:`~kagura.errors.ConfigError`.
+
+    >>> extra_headers({"X-Trace": "abc"})
+    {'x-trace': 'abc'}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("extra_headers must be a mapping of header names to values")
+    headers: dict[str, str] = {}
+    for name, header in cast(Mapping[object, object], value).items():
+        if not isinstance(name, str) or not isinstance(header, str):
+            raise ConfigError("extra_headers names and values must be strings")
+        if not name or not all(
+            c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name
+        ):
+            raise ConfigError(f"extra_headers has an invalid header name {name!r}")
+        check_header_value(name, header)
+        headers[name.lower()] = header
+    return headers
 
 
 def retry_delay(attempt: int, headers: Mapping[str, str] | None = None) -> float:

@@ -22,6 +22,7 @@ from kagura.errors import MissingAPIKeyError
 from kagura.events import (
     Completion,
     Finish,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -107,11 +108,13 @@ class LiteLLMTransport:
             )
             for tc in raw_calls
         )
+        reasoning: object = getattr(message, "reasoning_content", None)
         return Completion(
             text=message.content or "",
             tool_calls=calls,
             usage=Usage.from_provider(getattr(response, "usage", None)),
             finish_reason=choice.finish_reason,
+            reasoning=reasoning if isinstance(reasoning, str) else "",
         )
 
 
@@ -140,6 +143,9 @@ def _events_from_chunk(chunk: Any) -> Iterator[StreamEvent]:
         if getattr(choice, "index", 0) != 0:
             continue
         delta: Any = choice.delta
+        reasoning: object = getattr(delta, "reasoning_content", None)
+        if reasoning and isinstance(reasoning, str):
+            yield ReasoningDelta(reasoning)
         content: str | None = getattr(delta, "content", None)
         if content:
             yield TextDelta(content)

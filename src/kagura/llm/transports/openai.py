@@ -27,7 +27,6 @@ import pydantic_core
 from kagura._redact import redact, remember_secret
 from kagura.errors import (
     AuthError,
-    ConfigError,
     LLMError,
     MissingAPIKeyError,
     ProviderError,
@@ -36,6 +35,7 @@ from kagura.errors import (
 from kagura.events import (
     Completion,
     Finish,
+    ReasoningDelta,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -51,6 +51,7 @@ from kagura.llm.transports.http import (
     HTTPClient,
     check_header_value,
     describe_error,
+    extra_headers,
     finish_body,
     read_body,
 )
@@ -116,7 +117,7 @@ class DirectTransport:
 
     def _header_factory(self, request: ChatRequest, *, stream: bool) -> HeaderFactory:
         config = request.config
-        extra = _extra_headers(request.params.get("extra_headers"))
+        extra = extra_headers(request.params.get("extra_headers"))
 
         async def headers() -> dict[str, str]:
             sent = {
@@ -224,11 +225,13 @@ class DirectTransport:
             )
             for c in raw_calls
         )
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         return Completion(
             text=message.get("content") or "",
             tool_calls=calls,
             usage=Usage.from_provider(payload.get("usage")),
             finish_reason=choice.get("finish_reason"),
+            reasoning=reasoning if isinstance(reasoning, str) else "",
         )
 
 
@@ -247,24 +250,6 @@ async def _api_key(request: ChatRequest) -> str | None:
             )
     remember_secret(api_key)
     return api_key
-
-
-def _extra_headers(value: object) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError("extra_headers must be a mapping of header names to values")
-    headers: dict[str, str] = {}
-    for name, header in cast(Mapping[object, object], value).items():
-        if not isinstance(name, str) or not isinstance(header, str):
-            raise ConfigError("extra_headers names and values must be strings")
-        if not name or not all(
-            c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name
-        ):
-            raise ConfigError(f"extra_headers has an invalid header name {name!r}")
-        check_header_value(name, header)
-        headers[name.lower()] = header
-    return headers
 
 
 def _events(data: bytes, model: str) -> Iterator[StreamEvent]:
@@ -294,6 +279,9 @@ def events_from_chunk(chunk: Mapping[str, Any]) -> Iterator[StreamEvent]:
         if choice.get("index", 0) != 0:
             continue
         delta: dict[str, Any] = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
+            yield ReasoningDelta(reasoning)
         content = delta.get("content")
         if content:
             yield TextDelta(content)
