@@ -15,6 +15,7 @@ from kagura.agents.tools import Tool as Tool
 from kagura.agents.tools import tool as tool
 from kagura.errors import AuthError as AuthError
 from kagura.errors import ConfigError as ConfigError
+from kagura.errors import ContentFilterError as ContentFilterError
 from kagura.errors import FirstTokenTimeout as FirstTokenTimeout
 from kagura.errors import IdleTimeout as IdleTimeout
 from kagura.errors import KaguraError as KaguraError
@@ -23,6 +24,7 @@ from kagura.errors import ParseError as ParseError
 from kagura.errors import StreamError as StreamError
 from kagura.errors import ToolLoopError as ToolLoopError
 from kagura.events import Finish as Finish
+from kagura.events import ReasoningDelta as ReasoningDelta
 from kagura.events import StreamEvent as StreamEvent
 from kagura.events import TextDelta as TextDelta
 from kagura.events import ToolCall as ToolCall
@@ -34,6 +36,7 @@ from kagura.llm.metrics import StreamMetrics as StreamMetrics
 from kagura.llm.streaming import call_llm_stream as call_llm_stream
 from kagura.llm.streaming import stream_events as stream_events
 from kagura.llm.streaming import stream_to_string as stream_to_string
+from kagura.operators._partial import Partial as Partial
 from kagura.pipes import AgentStream as AgentStream
 from kagura.pipes import from_llm as from_llm
 from kagura.pipes import from_llm_events as from_llm_events
@@ -46,6 +49,7 @@ __all__ = [
     "AgentStream",
     "AuthError",
     "ConfigError",
+    "ContentFilterError",
     "ConversationMemory",
     "Finish",
     "FirstTokenTimeout",
@@ -54,6 +58,8 @@ __all__ = [
     "LLMConfig",
     "LLMError",
     "ParseError",
+    "Partial",
+    "ReasoningDelta",
     "StreamError",
     "StreamEvent",
     "StreamMetrics",

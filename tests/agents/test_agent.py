@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from kagura import ConversationMemory, LLMConfig, agent
+from kagura.agents.spec import ConfigSettings
 from kagura.agents.tools import ToolLoopError
 from kagura.errors import ConfigError, ParseError
 from kagura.llm.cache import LLMCache, get_llm_cache, set_llm_cache
@@ -144,6 +145,7 @@ def test_prompt_shows_what_a_call_sends() -> None:
     ("options", "match"),
     [
         ({"pipeline": [lambda o: o]}, "pipeline= applies to streams"),
+        ({"post": [lambda o: o]}, "post= applies to streams"),
         ({"items": True}, "items=True applies to streams"),
         ({"max_tokens": 5}, "max_tokens must be set on LLMConfig"),
         ({"temperature": 5.0}, "invalid settings: temperature"),
@@ -226,6 +228,111 @@ async def test_model_temperature_and_provider_kwargs(
     assert await ask("hi") == "hi"
     body = loopback.requests[0].body
     assert (body["model"], body["temperature"], body["seed"]) == ("gpt-4o", 0.1, 7)
+
+
+# -- per-call settings: with_config -----------------------------------------------------------
+async def test_with_config_points_an_agent_at_another_endpoint_and_model(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    @agent(model="kagura/echo", temperature=0.3, seed=7)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    loopback.enqueue(Script.text("from the server"))
+    remote = ask.with_config(
+        model="openai/gpt-4o",
+        api_base=loopback_config.api_base,
+        api_key="sk-test-0123456789",
+        max_retries=0,
+        transport=loopback_config.transport,
+    )
+    assert await remote("hi") == "from the server"
+    body = loopback.requests[0].body
+    assert (body["model"], body["temperature"], body["seed"]) == ("gpt-4o", 0.3, 7)
+    assert await ask("hi") == "hi"  # the agent itself is unchanged: still offline
+    assert len(loopback.requests) == 1
+    assert (ask.config.model, remote.config.model) == ("kagura/echo", "openai/gpt-4o")
+
+
+async def test_with_config_takes_a_whole_config_then_settings(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    @agent(config=ECHO)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    remote = ask.with_config(loopback_config, temperature=0.0)
+    assert await remote("over http") == "over http"  # the loopback server echoes
+    assert loopback.requests[0].body["temperature"] == 0.0
+    assert remote.config == loopback_config.model_copy(update={"temperature": 0.0})
+
+
+async def test_with_config_cannot_collide_with_the_functions_parameters() -> None:
+    @agent(config=ECHO)
+    async def describe(model: str, config: str, api_base: str = "here") -> str:
+        """{{ model }} {{ config }} {{ api_base }}"""
+        ...
+
+    replay = describe.with_config(model="kagura/replay")
+    assert await describe("a", "b") == "a b here"
+    assert await describe.with_config(temperature=0.0)(model="m", config="c") == "m c here"
+    story = await replay("a", "b")
+    assert story != "a b here"  # the bundled story: the other model answered
+    assert replay.prompt("a", "b", api_base="there") == "a b there"
+
+
+async def test_with_config_shares_the_memory() -> None:
+    @agent(config=ECHO, enable_memory=True)
+    async def chat(message: str) -> str:
+        """{{ message }}"""
+        ...
+
+    cold = chat.with_config(temperature=0.0)
+    assert cold.memory is chat.memory
+    assert cold.tools is chat.tools
+    await chat("one")
+    await cold("two")
+    assert chat.memory is not None
+    assert [m["content"] for m in chat.memory.to_messages()] == ["one", "one", "two", "two"]
+
+
+async def test_with_config_answers_are_cached_per_config() -> None:
+    @agent(config=ECHO)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    assert await ask("same") == await ask.with_config(temperature=0.0)("same") == "same"
+    assert get_llm_cache().stats().hits == 0  # another config, another entry
+    assert await ask.with_config(temperature=0.0)("same") == "same"
+    assert get_llm_cache().stats().hits == 1
+
+
+def test_with_config_keywords_are_llmconfig_fields() -> None:
+    """The typed keywords of with_config list every LLMConfig field (a new field goes in both)."""
+    assert set(ConfigSettings.__annotations__) == set(LLMConfig.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"modle": "gpt-4o"}, "invalid settings: modle"),
+        ({"temperature": 9.0}, "invalid settings: temperature"),
+        ({"api_base": "not a url"}, "invalid settings: api_base"),
+    ],
+)
+def test_with_config_refuses_unknown_and_invalid_settings(
+    settings: dict[str, Any], match: str
+) -> None:
+    @agent(config=ECHO)
+    async def ask(question: str) -> str:
+        """{{ question }}"""
+        ...
+
+    with pytest.raises(ConfigError, match=f"agent 'ask': {match}"):
+        ask.with_config(**settings)
 
 
 async def test_structured_return_gets_the_schema_and_parses(

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from reactivex import operators as rx
 
 from kagura import AgentStream, LLMConfig, agent
 from kagura import operators as ops
 from kagura.agents.memory import INTERRUPTED_MARKER
+from kagura.agents.run import ModelStream
 from kagura.agents.tools import ToolLoopError
-from kagura.errors import ConfigError, ProviderError, StreamConsumedError, StreamError
+from kagura.errors import ConfigError, ParseError, ProviderError, StreamConsumedError, StreamError
 from kagura.llm.cache import LLMCache, get_llm_cache, set_llm_cache
 from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
 
@@ -466,10 +470,101 @@ async def test_partial_model_snapshots() -> None:
         ...
 
     stream = person("Ann", 36)
+    assert isinstance(stream, ModelStream)
     snapshots = [p async for p in stream]
+    assert len(snapshots) > 1
     assert snapshots[-1] == Person(name="Ann", age=36)
+    assert [ops.is_complete(p) for p in snapshots] == [False] * (len(snapshots) - 1) + [True]
+    with pytest.raises(AttributeError):  # why a snapshot is typed Partial[Person]
+        _ = snapshots[0].age  # pyright: ignore[reportAttributeAccessIssue] (the point)
+    assert ops.peek(snapshots[0], lambda p: p.age) is None
     assert await stream.final() == Person(name="Ann", age=36)
     assert "JSON schema" in person.prompt("Ann", 36)
+
+
+class Recipe(BaseModel):
+    title: str
+    steps: list[str]
+
+
+RECIPE = Recipe(title="Tea", steps=[f"step number {i}" for i in range(40)])
+
+
+async def test_post_throttles_partial_models_over_http(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    document = RECIPE.model_dump_json()  # about 50 chunks, 10 ms apart: half a second
+    script = Script.text(document, chunk_size=16, chunk_delay=0.01)
+    loopback.enqueue(script, script)
+    emitted: list[tuple[float, object]] = []  # (when, what) each item left the post operators
+
+    @agent(stream=True, config=loopback_config)
+    async def recipe(dish: str) -> AsyncIterator[Recipe]:
+        """A recipe for {{ dish }}"""
+        ...
+
+    @agent(
+        stream=True,
+        config=loopback_config,
+        post=[ops.throttle(0.1), rx.do_action(lambda m: emitted.append((time.monotonic(), m)))],
+    )
+    async def throttled(dish: str) -> AsyncIterator[Recipe]:
+        """A recipe for {{ dish }}"""
+        ...
+
+    every = [r async for r in recipe("tea")]
+    stream = throttled("tea")
+    few = [r async for r in stream]
+    assert [m for _, m in emitted] == few  # post ran after parsing: it saw the models
+    assert 2 <= len(few) < len(every) / 3
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(emitted)]
+    assert min(gaps[:-1]) >= 0.095  # the last comes at once, flushed by the completion
+    assert [ops.is_complete(r) for r in few] == [False] * (len(few) - 1) + [True]
+    assert few[-1] == every[-1] == RECIPE
+    assert await stream.final() == RECIPE
+    assert await stream.text() == document
+
+
+async def test_post_follows_the_pipeline_on_a_text_stream() -> None:
+    @agent(
+        stream=True, model="kagura/echo", pipeline=[ops.buffer_sentences()], post=[ops.accumulate()]
+    )
+    async def echo(text: str) -> AsyncIterator[str]:
+        """{{ text }}"""
+        ...
+
+    assert [t async for t in echo("One. Two. Three.")] == [
+        "One. ",
+        "One. Two. ",
+        "One. Two. Three.",
+    ]
+
+
+async def test_final_refuses_a_partial_model_left_last_by_post() -> None:
+    @agent(stream=True, model="kagura/echo", post=[rx.take(1)])
+    async def person(name: str, age: int) -> AsyncIterator[Person]:
+        """{"name": "{{ name }}", "age": {{ age }}}"""
+        ...
+
+    with pytest.raises(ParseError, match="ended on a partial model"):
+        await person("Ann", 36).final()
+
+
+async def test_with_config_streams_from_another_endpoint(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    @agent(stream=True, model="kagura/echo")
+    async def person(name: str, age: int) -> AsyncIterator[Person]:
+        """{"name": "{{ name }}", "age": {{ age }}}"""
+        ...
+
+    loopback.enqueue(Script.text('{"name": "Bo", "age": 7}', chunk_size=3))
+    stream = person.with_config(loopback_config, model="openai/gpt-4o")("Ann", 36)
+    assert isinstance(stream, ModelStream)
+    assert await stream.final() == Person(name="Bo", age=7)
+    assert loopback.requests[0].body["model"] == "gpt-4o"
+    assert await person("Ann", 36).final() == Person(name="Ann", age=36)  # unchanged
+    assert len(loopback.requests) == 1
 
 
 async def test_items_one_by_one() -> None:

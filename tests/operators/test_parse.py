@@ -27,7 +27,7 @@ from reactivex.subject import Subject
 from reactivex.testing.marbles import marbles_testing
 
 from kagura.errors import ConfigError, KaguraError, ParseError
-from kagura.operators import _parse, _snapshot, parse_items, parse_model
+from kagura.operators import _parse, _partial, _snapshot, is_complete, parse_items, parse_model
 from kagura.testing.strategies import chunkings, split_at
 
 
@@ -138,6 +138,7 @@ def grows_into(a: Any, b: Any) -> bool:
 
 def test_doctests() -> None:
     assert doctest.testmod(_parse).failed == 0
+    assert doctest.testmod(_partial).failed == 0
 
 
 # --- parse_model ------------------------------------------------------------------------
@@ -157,6 +158,8 @@ def test_result_is_model_validate_json_for_every_chunking(case: tuple[str, list[
     assert error is None
     assert snapshots[-1] == expected
     assert Team.model_validate(snapshots[-1].model_dump()) == expected  # fully validated
+    assert [is_complete(s) for s in snapshots] == [False] * (len(snapshots) - 1) + [True]
+    assert is_complete(whole[0])
 
 
 @settings(max_examples=_EXAMPLES)
@@ -573,6 +576,36 @@ def test_items_integer_longer_than_python_converts_is_a_parse_error(
     assert error.errors
 
 
+def test_is_complete_tells_snapshots_from_validated_models_at_every_level() -> None:
+    document = Team(
+        title="t",
+        members=[
+            Person(name="Al", age=1, score=1.0, active=True, address=Address(street="s", city="c"))
+        ]
+        * 2,
+    ).model_dump_json()
+    cut = document.index('"name"', document.index('"name"') + 1) + 10  # inside the 2nd person
+    snapshots, error = _run(
+        reactivex.from_iterable([document[:cut], document[cut:]]).pipe(
+            parse_model(Team, partial=True, every=1)
+        )
+    )
+    assert error is None
+    draft, final = snapshots
+    first, second = draft.members
+    assert not is_complete(draft)
+    assert not is_complete(second)
+    assert is_complete(first)
+    assert is_complete(first.address)
+    assert not is_complete(draft.model_copy())
+    assert not is_complete(draft.model_copy(deep=True))
+    assert is_complete(final)
+    assert all(is_complete(m) for m in final.members)
+    assert draft.model_fields_set == {"title", "members"}  # a set as any other
+    assert is_complete(Team.model_construct())
+    assert is_complete(Team.model_validate(final))
+
+
 # --- snapshots are what model_construct makes ----------------------------------------------
 
 
@@ -659,6 +692,18 @@ def test_snapshots_are_what_model_construct_makes(
     plan = _snapshot.plan_for(model)
     assert plan is not None
     assert plan.fast is fast  # the fast construction, where nothing needs model_construct
+
+
+@pytest.mark.parametrize("model", [Team, Private, Derived])
+def test_snapshots_built_by_model_construct_are_marked_too(model: type[BaseModel]) -> None:
+    documents = {Team: '{"title": "t", "members": []}', Private: '{"a": 1}', Derived: '{"a": 1}'}
+    document = documents[model]
+    snapshots, error = _run(
+        reactivex.from_iterable(document).pipe(parse_model(model, partial=True, every=1))
+    )
+    assert error is None
+    assert len(snapshots) >= 2
+    assert [is_complete(s) for s in snapshots] == [False] * (len(snapshots) - 1) + [True]
 
 
 # --- linear work on shapes that were quadratic ------------------------------------------

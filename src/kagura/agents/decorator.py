@@ -45,15 +45,30 @@ that does not parse raises :class:`~kagura.errors.ParseError` with the raw text.
 What a streaming agent yields follows its annotation:
 
 - ``AsyncIterator[str]``: text chunks, after ``pipeline`` (an operator or a list).
-- ``AsyncIterator[Model]`` (a pydantic model): partial snapshots from
-  :func:`~kagura.operators.parse_model` ``(Model, partial=True)``; the last one is
-  complete and validated (``await stream.final()``).
+- ``AsyncIterator[Model]`` (a pydantic model): a :class:`~kagura.agents.run.ModelStream`
+  of partial snapshots from :func:`~kagura.operators.parse_model` ``(Model, partial=True)``,
+  typed :class:`~kagura.operators.Partial` ``[Model]`` since their fields may be missing
+  (read them with :func:`~kagura.operators.peek`); the last one is complete and
+  validated, and ``await stream.final()`` returns it as a ``Model``.
 - ``AsyncIterator[Item]`` with ``items=True``: each element of the JSON array the
   model writes, as soon as it is complete (:func:`~kagura.operators.parse_items`);
   the prompt gets the schema of ``list[Item]``.
 
 ``pipeline`` always applies to the text, before parsing (``strip_tags("think")``
-belongs there).
+belongs there); ``post`` applies to what the stream yields, after parsing
+(``throttle(0.1)`` to redraw partial models at most ten times a second).
+
+``agent_function.with_config(model=..., api_base=...)`` is the same agent calling with
+other :class:`~kagura.LLMConfig` settings (another model, endpoint or key), sharing its
+memory and tools; the function's own parameters are untouched, whatever their names.
+
+>>> calm = shout.with_config(temperature=0.0)
+>>> asyncio.run(calm("hey")), calm.config.temperature, shout.config.temperature
+('HEY!!', 0.0, 0.7)
+>>> shout.with_config(api_bse="http://localhost:8000")
+Traceback (most recent call last):
+...
+kagura.errors.ConfigError: agent 'shout': invalid settings: api_bse: Extra inputs are not permitted
 
 Memory (``enable_memory=True``, or a parameter named ``memory``): the agent keeps
 a :class:`~kagura.agents.memory.ConversationMemory` of at most ``max_messages``
@@ -86,20 +101,32 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterable, Callable, Coroutine, Sequence
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, Unpack, overload
+
+from pydantic import BaseModel
 
 from kagura.agents import run
 from kagura.agents.memory import DEFAULT_MAX_MESSAGES, ConversationMemory
-from kagura.agents.spec import AgentOptions, AgentSpec
+from kagura.agents.run import ModelStream
+from kagura.agents.spec import AgentOptions, AgentSpec, ConfigSettings
 from kagura.agents.tools import DEFAULT_MAX_TOOL_ROUNDS, Tool
 from kagura.llm.config import LLMConfig
 from kagura.pipes.stream import AgentStream, Operator
 
-__all__ = ["Agent", "Operator", "StreamingAgent", "agent"]
+__all__ = [
+    "Agent",
+    "ConfigSettings",
+    "ModelStream",
+    "Operator",
+    "StreamingAgent",
+    "StreamingModelAgent",
+    "agent",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 R_co = TypeVar("R_co", covariant=True)
 
 
@@ -120,6 +147,17 @@ class Agent(Protocol[P, R_co]):
         """The prompt a call with these arguments would send (format instructions included)."""
         ...
 
+    def with_config(
+        self, config: LLMConfig | None = None, /, **settings: Unpack[ConfigSettings]
+    ) -> Agent[P, R_co]:
+        """This agent calling with ``config`` (default: its own), ``settings`` applied.
+
+        The settings are :class:`~kagura.LLMConfig`'s fields (``model``, ``api_base``,
+        ``api_key``, ``temperature``...); the new agent shares the memory and tools.
+        Raises :class:`~kagura.errors.ConfigError` for an unknown or invalid setting.
+        """
+        ...
+
 
 class StreamingAgent(Protocol[P, T]):
     """What ``@agent(stream=True)`` makes: calling it returns an :class:`AgentStream` at once."""
@@ -134,6 +172,35 @@ class StreamingAgent(Protocol[P, T]):
 
     def prompt(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
 
+    def with_config(
+        self, config: LLMConfig | None = None, /, **settings: Unpack[ConfigSettings]
+    ) -> StreamingAgent[P, T]:
+        """This agent with other settings (see :meth:`Agent.with_config`)."""
+        ...
+
+
+class StreamingModelAgent(Protocol[P, M]):
+    """What ``@agent(stream=True)`` makes of ``-> AsyncIterator[Model]``: a :class:`ModelStream`.
+
+    Its items are :class:`~kagura.operators.Partial` ``[Model]``; ``final()`` is a ``Model``.
+    """
+
+    __name__: str
+    __qualname__: str
+    memory: ConversationMemory | None
+    tools: tuple[Tool, ...]
+    config: LLMConfig
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ModelStream[M]: ...
+
+    def prompt(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+
+    def with_config(
+        self, config: LLMConfig | None = None, /, **settings: Unpack[ConfigSettings]
+    ) -> StreamingModelAgent[P, M]:
+        """This agent with other settings (see :meth:`Agent.with_config`)."""
+        ...
+
 
 class _Decorator(Protocol):
     @overload
@@ -143,6 +210,25 @@ class _Decorator(Protocol):
 
 
 class _StreamingDecorator(Protocol):
+    """``stream=True``: a model element streams partial models, any other itself."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, AsyncIterable[M]]], /
+    ) -> StreamingModelAgent[P, M]: ...
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterable[M]], /) -> StreamingModelAgent[P, M]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, AsyncIterable[T]]], /
+    ) -> StreamingAgent[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, AsyncIterable[T]], /) -> StreamingAgent[P, T]: ...
+
+
+class _ItemsDecorator(Protocol):
+    """``stream=True, items=True``: each item is complete."""
+
     @overload
     def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, AsyncIterable[T]]], /
@@ -165,8 +251,12 @@ def _caller_locals() -> dict[str, Any] | None:
 
 def _build(fn: Callable[..., Any], options: AgentOptions, localns: dict[str, Any] | None) -> Any:
     """The agent for ``fn``: an async function, or one that returns an AgentStream."""
-    spec = AgentSpec(fn, options, localns)
+    return _wrap(AgentSpec(fn, options, localns))
 
+
+def _wrap(spec: AgentSpec) -> Any:
+    """The function that calls ``spec``'s agent, with its attributes (``with_config``...)."""
+    fn = spec.fn
     if spec.stream:
 
         @functools.wraps(fn)
@@ -185,7 +275,16 @@ def _build(fn: Callable[..., Any], options: AgentOptions, localns: dict[str, Any
     def prompt(*args: Any, **kwargs: Any) -> str:
         return run.prompt_for(spec, args, kwargs)[0]
 
-    wrapper.__dict__.update(memory=spec.memory, tools=spec.tools, config=spec.config, prompt=prompt)
+    def with_config(config: LLMConfig | None = None, /, **settings: Any) -> Any:
+        return _wrap(spec.with_config(config, settings))
+
+    wrapper.__dict__.update(
+        memory=spec.memory,
+        tools=spec.tools,
+        config=spec.config,
+        prompt=prompt,
+        with_config=with_config,
+    )
     return wrapper
 
 
@@ -214,13 +313,46 @@ def agent(
     model: str | None = None,
     temperature: float | None = None,
     pipeline: Operator | Sequence[Operator] = (),
-    items: bool = False,
+    items: Literal[True],
+    post: Operator | Sequence[Operator] = (),
+    tools: Sequence[Tool | Callable[..., Any]] = (),
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+    enable_memory: bool = False,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    **kwargs: Any,
+) -> _ItemsDecorator: ...
+@overload
+def agent(
+    *,
+    stream: Literal[True],
+    config: LLMConfig | None = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    pipeline: Operator | Sequence[Operator] = (),
+    items: Literal[False] = False,
+    post: Operator | Sequence[Operator] = (),
     tools: Sequence[Tool | Callable[..., Any]] = (),
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
     enable_memory: bool = False,
     max_messages: int = DEFAULT_MAX_MESSAGES,
     **kwargs: Any,
 ) -> _StreamingDecorator: ...
+@overload
+def agent(
+    *,
+    stream: Literal[True],
+    config: LLMConfig | None = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    pipeline: Operator | Sequence[Operator] = (),
+    items: bool,
+    post: Operator | Sequence[Operator] = (),
+    tools: Sequence[Tool | Callable[..., Any]] = (),
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+    enable_memory: bool = False,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    **kwargs: Any,
+) -> _ItemsDecorator | _StreamingDecorator: ...
 def agent(
     fn: Callable[..., Any] | None = None,
     /,
@@ -231,6 +363,7 @@ def agent(
     temperature: float | None = None,
     pipeline: Operator | Sequence[Operator] = (),
     items: bool = False,
+    post: Operator | Sequence[Operator] = (),
     tools: Sequence[Tool | Callable[..., Any]] = (),
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
     enable_memory: bool = False,
@@ -246,6 +379,8 @@ def agent(
         temperature: overrides ``config.temperature``.
         pipeline: operators applied to the streamed text (``stream=True`` only).
         items: stream the items of a JSON array one by one (``stream=True`` only).
+        post: operators applied to what the stream yields, after parsing (``throttle``
+            of partial models; ``stream=True`` only). They should keep the items' type.
         tools: functions (or :class:`~kagura.agents.tools.Tool`) the model may call.
         max_tool_rounds: rounds of tool calls before :class:`~kagura.agents.tools.ToolLoopError`.
         enable_memory: keep and send the conversation (also on with a ``memory`` parameter).
@@ -262,6 +397,7 @@ def agent(
         temperature=temperature,
         pipeline=pipeline,
         items=items,
+        post=post,
         tools=tools,
         max_tool_rounds=max_tool_rounds,
         enable_memory=enable_memory,

@@ -2,7 +2,7 @@
 
 Each step is one function over the agent's :class:`~kagura.agents.spec.AgentSpec`;
 :func:`complete` and :func:`open_stream` chain them for ``@agent`` and
-``@agent(stream=True)``.
+``@agent(stream=True)``; a stream of partial models is a :class:`ModelStream`.
 
 >>> import asyncio
 >>> from kagura.agents.spec import AgentOptions, AgentSpec
@@ -27,22 +27,26 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
+
+from pydantic import BaseModel
 
 from kagura.agents.memory import ConversationMemory
 from kagura.agents.prompt import PromptTemplate
 from kagura.agents.spec import AgentSpec
 from kagura.agents.tools import complete_with_tools, stream_with_tools
-from kagura.errors import ConfigError
+from kagura.errors import ConfigError, ParseError
 from kagura.events import StreamEvent
 from kagura.llm.call import call_llm
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import ChatRequest, prepare_request
+from kagura.operators import Partial, is_complete
 from kagura.pipes.source import from_async_iterable
 from kagura.pipes.stream import AgentStream, StreamOutcome
 
 __all__ = [
     "BoundCall",
+    "ModelStream",
     "bind_arguments",
     "build_request",
     "complete",
@@ -50,6 +54,47 @@ __all__ = [
     "open_stream",
     "prompt_for",
 ]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ModelStream(AgentStream[Partial[M]]):
+    """The stream of an agent annotated ``-> AsyncIterator[M]``: partial ``M``, then ``M``.
+
+    Its items are :class:`~kagura.operators.Partial` ``[M]``: snapshots that lack the
+    fields not written yet (read them with :func:`~kagura.operators.peek`); the last one
+    is complete, and :meth:`final` returns it typed as ``M``.
+
+    >>> import asyncio
+    >>> from collections.abc import AsyncIterator
+    >>> from pydantic import BaseModel
+    >>> from kagura import agent
+    >>> class Point(BaseModel):
+    ...     x: int
+    ...     y: int
+    >>> @agent(stream=True, model="kagura/echo")  # echo answers with the prompt itself
+    ... async def point(x: int) -> AsyncIterator[Point]:
+    ...     '''{"x": {{ x }}, "y": 2}'''
+    ...     ...
+    >>> asyncio.run(point(1).final())
+    Point(x=1, y=2)
+    """
+
+    async def final(self) -> M:
+        """Drain the stream and return the complete, validated model.
+
+        Raises :class:`~kagura.errors.ParseError` if the stream ended on a snapshot (an
+        operator in ``post`` dropped the last item).
+        """
+        item = await super().final()
+        if not is_complete(item):
+            raise ParseError(
+                "the stream ended on a partial model: an operator after parsing dropped "
+                "the complete one",
+                raw_text=self.partial_text,
+            )
+        return item
 
 
 class BoundCall(NamedTuple):
@@ -146,6 +191,11 @@ def open_stream(spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     stream = AgentStream.from_events(
         from_async_iterable(events), metrics=metrics, pipeline=spec.operators
     )
+    if spec.partial_models:
+        text = stream  # holds the raw text, before the pipeline
+        stream = ModelStream[Any](
+            cast(Any, text.observable), metrics=metrics, raw_text=lambda: text.partial_text
+        )
     if memory is not None:
         stream.add_done_callback(functools.partial(_remember, memory, prompt))
     return stream

@@ -21,13 +21,21 @@ kagura.errors.ConfigError: agent 'count': max_tool_rounds must be >= 0, got -1
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import types
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any, cast, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypedDict, cast, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from kagura.agents.memory import DEFAULT_MAX_MESSAGES, ConversationMemory
 from kagura.agents.output import OutputParser, type_name
@@ -38,7 +46,7 @@ from kagura.llm.config import LLMConfig
 from kagura.llm.request import check_call_kwargs
 from kagura.pipes.stream import Operator
 
-__all__ = ["AgentOptions", "AgentSpec", "ReturnShape"]
+__all__ = ["AgentOptions", "AgentSpec", "ConfigSettings", "ReturnShape"]
 
 _EMPTY: Any = inspect.Signature.empty
 _ITERATOR_ORIGINS: tuple[Any, ...] = (AsyncIterator, AsyncIterable, AsyncGenerator)
@@ -58,11 +66,40 @@ class AgentOptions:
     temperature: float | None = None
     pipeline: Operator | Sequence[Operator] = ()
     items: bool = False
+    post: Operator | Sequence[Operator] = ()
     tools: Sequence[Tool | Callable[..., Any]] = ()
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
     enable_memory: bool = False
     max_messages: int = DEFAULT_MAX_MESSAGES
     params: dict[str, Any] = field(default_factory=dict[str, Any])
+
+
+class ConfigSettings(TypedDict, total=False):
+    """The fields of :class:`~kagura.LLMConfig`, as keywords of ``agent.with_config(...)``.
+
+    Type checkers read it; :class:`~kagura.LLMConfig` validates the values (a test keeps
+    the two lists of fields equal).
+    """
+
+    model: str
+    temperature: float
+    max_tokens: int | None
+    top_p: float
+    api_key: str | SecretStr | None
+    api_base: str | None
+    auth_type: Literal["api_key", "oauth2"]
+    oauth_provider: str | None
+    enable_cache: bool
+    cache_ttl: float
+    first_token_timeout: float | None
+    idle_timeout: float | None
+    max_retries: int
+    request_timeout: float
+    transport: Literal["auto", "litellm", "direct"]
+    sse_max_line_bytes: int
+    fallbacks: Sequence[LLMConfig]
+    hedge_after: float | None
+    max_hedges: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +141,7 @@ class AgentSpec:
         "name",
         "params",
         "pipeline",
+        "post",
         "signature",
         "stream",
         "template",
@@ -135,7 +173,11 @@ class AgentSpec:
             list(parameters).index("memory") if "memory" in parameters else None
         )
         """Where a ``memory`` parameter sits (a call may leave it out even without a default)."""
-        self.config = _resolve_config(name, options)
+        base = options.config if options.config is not None else LLMConfig()
+        updates = {"model": options.model, "temperature": options.temperature}
+        self.config = _resolve_config(
+            name, base, {key: value for key, value in updates.items() if value is not None}
+        )
         _check_params(name, options.params)
         self.params = options.params
         self.tools = as_tools(options.tools)
@@ -146,7 +188,10 @@ class AgentSpec:
         self.max_tool_rounds = options.max_tool_rounds
         enable_memory = options.enable_memory or self.memory_position is not None
         self.memory = ConversationMemory(options.max_messages) if enable_memory else None
-        self.pipeline = _check_pipeline(name, options)
+        self.pipeline = _check_pipeline(name, "pipeline", options.pipeline, options.stream)
+        self.post = _check_pipeline(name, "post", options.post, options.stream)
+        if options.items and not options.stream:
+            raise ConfigError(f"agent {name!r}: items=True applies to streams; add stream=True")
         self._operators: list[Operator] | None = None
         self._returns: ReturnShape | None = None
         with contextlib.suppress(NameError):  # a forward reference: resolved on the first call
@@ -167,20 +212,41 @@ class AgentSpec:
 
     @property
     def operators(self) -> list[Operator]:
-        """A stream's operators: ``pipeline``, then the parser its element needs (built once)."""
+        """A stream's operators: ``pipeline``, its element's parser, then ``post`` (built once)."""
         if self._operators is None:
-            self._operators = [*self.pipeline, *_parse_operators(self.returns.element, self.items)]
+            parse = _parse_operators(self.returns.element, self.items)
+            self._operators = [*self.pipeline, *parse, *self.post]
         return self._operators
 
+    @property
+    def partial_models(self) -> bool:
+        """Whether a stream yields partial models (``-> AsyncIterator[Model]``, no ``items``)."""
+        return self.stream and not self.items and self.returns.element not in (str, Any)
 
-def _resolve_config(name: str, options: AgentOptions) -> LLMConfig:
-    """``config`` with ``model=`` and ``temperature=`` applied."""
-    base = options.config if options.config is not None else LLMConfig()
-    updates: dict[str, Any] = {}
-    if options.model is not None:
-        updates["model"] = options.model
-    if options.temperature is not None:
-        updates["temperature"] = options.temperature
+    def with_config(self, config: LLMConfig | None, settings: Mapping[str, Any]) -> AgentSpec:
+        """This spec with ``config`` (default: its own), then ``settings``, as its config.
+
+        Everything else is shared: the template, options, tools and memory.
+
+        >>> async def ask(q: str) -> str:
+        ...     '''{{ q }}'''
+        ...     ...
+        >>> spec = AgentSpec(ask, AgentOptions(model="kagura/echo", temperature=0.1))
+        >>> other = spec.with_config(None, {"model": "gpt-4o"})
+        >>> other.config.model, other.config.temperature, spec.config.model
+        ('gpt-4o', 0.1, 'kagura/echo')
+        >>> spec.with_config(None, {"modle": "gpt-4o"})
+        Traceback (most recent call last):
+        ...
+        kagura.errors.ConfigError: agent 'ask': invalid settings: modle: Extra inputs are ...
+        """
+        new = copy.copy(self)
+        new.config = _resolve_config(self.name, self.config if config is None else config, settings)
+        return new
+
+
+def _resolve_config(name: str, base: LLMConfig, updates: Mapping[str, Any]) -> LLMConfig:
+    """``base`` with ``updates`` applied (a ConfigError naming the agent if invalid)."""
     if not updates:
         return base
     try:
@@ -198,15 +264,14 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
         raise ConfigError(f"agent {name!r}: {exc}") from None
 
 
-def _check_pipeline(name: str, options: AgentOptions) -> list[Operator]:
-    """``pipeline`` as a list; it and ``items`` need ``stream=True``."""
-    pipeline = options.pipeline
-    operators = [pipeline] if callable(pipeline) else list(pipeline)
-    if operators and not options.stream:
-        raise ConfigError(f"agent {name!r}: pipeline= applies to streams; add stream=True")
-    if options.items and not options.stream:
-        raise ConfigError(f"agent {name!r}: items=True applies to streams; add stream=True")
-    return operators
+def _check_pipeline(
+    name: str, option: str, operators: Operator | Sequence[Operator], stream: bool
+) -> list[Operator]:
+    """``pipeline`` or ``post`` as a list; either needs ``stream=True``."""
+    listed = [operators] if callable(operators) else list(operators)
+    if listed and not stream:
+        raise ConfigError(f"agent {name!r}: {option}= applies to streams; add stream=True")
+    return listed
 
 
 def _return_annotation(fn: Callable[..., Any], localns: dict[str, Any] | None) -> Any:

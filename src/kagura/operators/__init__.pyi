@@ -4,6 +4,9 @@
 from kagura.operators._accumulate import accumulate as accumulate
 from kagura.operators._parse import parse_items as parse_items
 from kagura.operators._parse import parse_model as parse_model
+from kagura.operators._partial import Partial as Partial
+from kagura.operators._partial import is_complete as is_complete
+from kagura.operators._partial import peek as peek
 from kagura.operators._rechunk import chunk_lines as chunk_lines
 from kagura.operators._rechunk import chunk_regex as chunk_regex
 from kagura.operators._rechunk import chunk_words as chunk_words
@@ -15,6 +18,7 @@ from kagura.operators._timeouts import first_token_timeout as first_token_timeou
 from kagura.operators._timeouts import idle_timeout as idle_timeout
 
 __all__ = [
+    "Partial",
     "accumulate",
     "buffer_sentences",
     "chunk_lines",
@@ -22,8 +26,10 @@ __all__ = [
     "chunk_words",
     "first_token_timeout",
     "idle_timeout",
+    "is_complete",
     "parse_items",
     "parse_model",
+    "peek",
     "strip_tags",
     "tee_log",
     "throttle",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast, overload
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 from reactivex import Observable, abc
@@ -19,6 +19,7 @@ from kagura._json import first_json_value
 from kagura._json.incremental import MISSING, IncrementalJSONParser, JSONSyntaxError
 from kagura.errors import ConfigError, ParseError
 from kagura.operators._guard import deliver_errors
+from kagura.operators._partial import Partial
 from kagura.operators._snapshot import SnapshotBuilder, plan_for
 
 __all__ = ["parse_items", "parse_model"]
@@ -37,14 +38,25 @@ _CHARS_PER_LEVEL: Final = 8
 _COPIED_PER_CHAR: Final = 64
 
 
+@overload
+def parse_model(
+    model: type[_M], *, partial: Literal[False] = False, every: int | None = None
+) -> Callable[[Observable[str]], Observable[_M]]: ...
+@overload
+def parse_model(
+    model: type[_M], *, partial: bool, every: int | None = None
+) -> Callable[[Observable[str]], Observable[Partial[_M]]]: ...
 def parse_model(
     model: type[_M], *, partial: bool = False, every: int | None = None
-) -> Callable[[Observable[str]], Observable[_M]]:
+) -> Callable[[Observable[str]], Observable[Partial[_M]]]:
     """Parse the JSON in a text stream into ``model``.
 
     Without ``partial``: one model, validated when the stream completes. With
     ``partial=True``: snapshots while the document grows, then
-    ``model.model_validate_json(document)`` as soon as it closes. Snapshots are
+    ``model.model_validate_json(document)`` as soon as it closes. The snapshots lack the
+    fields not started yet, so they are typed :class:`~kagura.operators.Partial` ``[model]``:
+    read them with :func:`~kagura.operators.peek`, or check
+    :func:`~kagura.operators.is_complete` (true of the last emission only). Snapshots are
     ``model_construct``-ed from validated parts (each completed field, item or value is
     validated once, in Python mode, and reused): a string in progress shows its prefix if
     that validates, a number or literal shows once complete, a field not yet started is
@@ -83,9 +95,9 @@ def parse_model(
     if every is not None and every < 1:
         raise ConfigError(f"parse_model every must be at least 1, got {every!r}")
 
-    def _parse_model(source: Observable[str]) -> Observable[_M]:
+    def _parse_model(source: Observable[str]) -> Observable[Partial[_M]]:
         def subscribe(
-            observer: abc.ObserverBase[_M], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[Partial[_M]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             if partial:
                 on_next, on_completed = _partial_handlers(model, every, observer)
@@ -313,7 +325,7 @@ def _name(model: Any) -> str:
 
 
 def _whole_handlers(
-    model: type[_M], observer: abc.ObserverBase[_M]
+    model: type[_M], observer: abc.ObserverBase[Partial[_M]]
 ) -> tuple[Callable[[str], None], Callable[[], None]]:
     chunks: list[str] = []
 
@@ -352,7 +364,7 @@ def _parse_error(model: Any, text: str, exc: ValidationError) -> ParseError:
 
 
 def _partial_handlers(
-    model: type[_M], every: int | None, observer: abc.ObserverBase[_M]
+    model: type[_M], every: int | None, observer: abc.ObserverBase[Partial[_M]]
 ) -> tuple[Callable[[str], None], Callable[[], None]]:
     parser = IncrementalJSONParser()
     builder = SnapshotBuilder(parser, plan_for(model))
@@ -396,7 +408,7 @@ def _partial_handlers(
                 last = snapshot
                 spacing = _CHARS_PER_LEVEL * len(builder.views) if every is None else every
                 due = consumed + max(spacing, builder.width // _COPIED_PER_CHAR)
-                observer.on_next(cast(_M, snapshot))
+                observer.on_next(cast(Partial[_M], snapshot))
 
     def on_completed() -> None:
         if failed:

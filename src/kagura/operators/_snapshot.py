@@ -5,7 +5,8 @@ A :class:`SnapshotBuilder` walks the open containers of an
 container (:func:`plan_for`: how its entries validate, and what its children are). Each
 completed entry is validated once, in Python mode, and kept; a snapshot rebuilds only the
 open containers, with the entry in progress (a string prefix that validates, or the
-snapshot of a nested container) as their last entry. Models are ``model_construct``-ed,
+snapshot of a nested container) as their last entry. Models are ``model_construct``-ed
+(their ``model_fields_set`` marked, for :func:`~kagura.operators.is_complete`),
 and when nothing needs ``model_construct``'s extra work (a post-init hook, private
 attributes, extra fields, a default factory that reads the other fields) a faster
 equivalent writes pydantic's instance attributes directly.
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Final, Union, cast, get_args, get_origin
 from pydantic import AliasChoices, BaseModel, RootModel, TypeAdapter, ValidationError
 
 from kagura._json.incremental import MISSING, IncrementalJSONParser
+from kagura.operators._partial import unfinished
 
 __all__ = ["SnapshotBuilder", "plan_for"]
 
@@ -318,7 +320,7 @@ class _View:
             self.node = node
             return node
         values = self.base.copy()
-        fields_set = self.fields_set.copy()
+        fields_set = unfinished(self.fields_set)  # marks it partial (is_complete)
         if child is not MISSING and name is not None:
             values = self.plan.put(values, name, child)
             fields_set.add(name)
@@ -332,7 +334,7 @@ class _View:
             _setattr(node, "__pydantic_private__", None)
         else:
             try:
-                node = model.model_construct(**{n: values[n] for n in fields_set})
+                node = model.model_construct(fields_set, **{n: values[n] for n in fields_set})
             except Exception:  # a model_post_init hook may reject partial data: skip it
                 node = self.node
         self.node = node
