@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest pytest-dev docs bench clean browser
+.PHONY: demo test lint typecheck typecheck-docs pytest pytest-dev docs bench bench-docs clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,8 +26,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) typecheck-docs
 	$(BIN)/pyright
+
+# pyright (strict) over every Python example of README.md and docs/, each as a file of its
+# own (as a reader would paste it), with diagnostics at the Markdown lines.
+typecheck-docs: $(STAMP)
+	$(BIN)/python tests/test_docs_typecheck.py
 
 # Debian's chromium for tests/test_browser.py (which skips without it). Best effort:
 # quiet, and never fails the build (no root, no network, not Debian: the test skips).
@@ -53,9 +58,14 @@ docs: $(STAMP)
 
 test: lint typecheck pytest docs
 
+# Every benchmark (tables on stdout, JSON in benchmarks/results/), then docs/en/benchmarks.md
+# rewritten from the JSON; `make bench-docs` rewrites only the page.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
+
+bench-docs: $(STAMP)
+	$(BIN)/python -m benchmarks.report_docs
 
 clean:
 	rm -rf $(VENV) .nox build dist .pytest_cache .ruff_cache

@@ -1,4 +1,8 @@
-"""Run every benchmark module (`bench_*.py`) in turn: `python -m benchmarks`."""
+"""Run every benchmark module (`bench_*.py`) in turn: `python -m benchmarks`.
+
+`python -m benchmarks bench_transports bench_coldstart` runs only those. Either way,
+docs/en/benchmarks.md is then rewritten from every saved result (benchmarks.report_docs).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ def main() -> int:
             continue
         print(f"\n## {name}")
         importlib.import_module(f"benchmarks.{name}").main()
-    return 0
+    from benchmarks import report_docs
+
+    return report_docs.main([])
 
 
 if __name__ == "__main__":

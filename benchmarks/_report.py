@@ -8,10 +8,13 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
+# Versions recorded with every result (docs/en/benchmarks.md lists them).
+LIBRARIES = ("aiohttp", "httpx", "openai", "litellm", "pydantic", "reactivex", "uvloop", "pysbd")
 
 
 def machine() -> dict[str, Any]:
@@ -24,7 +27,18 @@ def machine() -> dict[str, Any]:
         # Other processes on a shared machine add CPU time and delay: how busy it was.
         "load_avg_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d"),
+        "libraries": _versions(),
     }
+
+
+def _versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -1,8 +1,11 @@
-"""Every ```python block in docs/ runs here, as a reader would run it.
+"""Every ```python block in README.md and docs/ runs here, as a reader would run it.
 
-Each block is one test case (``docs/en/quickstart.md:12``), executed as a fresh
-module; top-level ``await`` is allowed (the block then runs in ``asyncio.run``).
-Tracebacks point at the Markdown file's own lines.
+Each block is one test case (``docs/en/quickstart.md:12``), compiled as a plain module
+(no top-level ``await``: pasted into a file, it must run with ``python file.py``) and
+executed as a fresh module. Tracebacks point at the Markdown file's own lines. A block
+must also call every undecorated function it defines (an example that only defines
+``main()`` shows nothing). ``tests/test_docs_typecheck.py`` runs pyright over the same
+blocks.
 
 Two conventions in the Markdown:
 
@@ -16,8 +19,6 @@ Two conventions in the Markdown:
 from __future__ import annotations
 
 import ast
-import asyncio
-import inspect
 import re
 import sys
 import types
@@ -96,7 +97,8 @@ def parse_blocks(path: Path) -> list[Block]:
 
 
 def markdown_files() -> list[Path]:
-    return sorted(DOCS.rglob("*.md"))
+    """README.md and every page of the documentation site."""
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def python_examples() -> Iterator[tuple[Block, Block | None]]:
@@ -118,23 +120,40 @@ def python_examples() -> Iterator[tuple[Block, Block | None]]:
 EXAMPLES = list(python_examples())
 
 
+def padded_source(block: Block) -> str:
+    """The block's code, after blank lines, so that its line numbers are the Markdown file's."""
+    return "\n" * block.line + block.code + "\n"
+
+
 def _run(block: Block) -> None:
-    # Pad with blank lines so that line numbers in tracebacks are the Markdown file's.
-    source = "\n" * block.line + block.code + "\n"
-    code = compile(
-        source, str(block.path), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
-    )
+    # No PyCF_ALLOW_TOP_LEVEL_AWAIT: a top-level `await` or `async for` is the SyntaxError
+    # a reader would get.
+    code = compile(padded_source(block), str(block.path), "exec", dont_inherit=True)
     name = f"docs_example_{abs(hash(block.id))}"
     module = types.ModuleType(name)
     module.__file__ = str(block.path)
     sys.modules[name] = module  # pydantic, dataclasses and typing look classes up here
     try:
-        if code.co_flags & inspect.CO_COROUTINE:
-            asyncio.run(eval(code, module.__dict__))
-        else:
-            exec(code, module.__dict__)
+        exec(code, module.__dict__)
     finally:
         del sys.modules[name]
+
+
+def uncalled_functions(code: str) -> list[str]:
+    """Top-level functions a block defines but never refers to (decorated ones excepted:
+    a decorator such as ``@pytest.fixture`` or ``@agent`` is what uses them)."""
+    tree = ast.parse(code)
+    defined = [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.decorator_list
+    ]
+    used = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    return [name for name in defined if name not in used]
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +172,13 @@ def test_example(block: Block, output: Block | None, capsys: pytest.CaptureFixtu
     if output is not None:
         printed = capsys.readouterr().out
         assert _normalise(printed) == _normalise(output.code), f"output of {block.id}"
+
+
+@pytest.mark.parametrize(("block", "output"), EXAMPLES, ids=[b.id for b, _ in EXAMPLES])
+def test_example_calls_what_it_defines(block: Block, output: Block | None) -> None:
+    assert not uncalled_functions(block.code), (
+        f"{block.id}: defines but never calls {uncalled_functions(block.code)}"
+    )
 
 
 def _normalise(text: str) -> str:
