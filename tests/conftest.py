@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Literal
@@ -55,6 +56,19 @@ def transport(request: pytest.FixtureRequest) -> Literal["direct", "litellm"]:
     return request.param
 
 
+@pytest.fixture(autouse=True)
+async def litellm_closed() -> AsyncIterator[None]:
+    """Close litellm's cached HTTP clients in the test's own loop when the test ends.
+
+    litellm keeps a client (and its connections) per provider after a call, bound to
+    the loop that made it; left open, each is collected unclosed in some later test,
+    whose unraisable-exception check then fails. Every test closes its own.
+    """
+    yield
+    if "litellm" in sys.modules:
+        await _close_litellm_clients()
+
+
 @pytest.fixture
 def loopback_config(loopback: LoopbackServer, transport: Literal["direct", "litellm"]) -> LLMConfig:
     """A config that sends requests to the loopback server, no retries, on each transport."""
@@ -65,6 +79,15 @@ def loopback_config(loopback: LoopbackServer, transport: Literal["direct", "lite
         max_retries=0,
         transport=transport,
     )
+
+
+async def _close_litellm_clients() -> None:
+    """Close litellm's cached clients, then forget them (a closed one is never reused)."""
+    from kagura.llm.transports._litellm import load_litellm
+
+    litellm = load_litellm()
+    await litellm.close_litellm_async_clients()
+    litellm.in_memory_llm_clients_cache.flush_cache()
 
 
 @pytest.fixture

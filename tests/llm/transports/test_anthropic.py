@@ -782,16 +782,6 @@ DIFFERENTIAL = {
 }
 
 
-@pytest.fixture
-async def litellm_closed() -> AsyncIterator[None]:
-    """Close litellm's pooled clients in the test's loop when it ends: its Anthropic client
-    keeps a connection per loop, which would otherwise be collected, unclosed, later."""
-    yield
-    from kagura.llm.transports._litellm import load_litellm
-
-    await load_litellm().close_litellm_async_clients()
-
-
 async def _outcome(cfg: LLMConfig, script: Script, loopback: LoopbackServer) -> dict[str, Any]:
     loopback.enqueue(script)
     metrics = StreamMetrics()
@@ -805,7 +795,6 @@ async def _outcome(cfg: LLMConfig, script: Script, loopback: LoopbackServer) -> 
     }
 
 
-@pytest.mark.usefixtures("litellm_closed")
 async def test_the_same_scripts_through_litellm_give_the_same_answers(
     loopback: LoopbackServer,
 ) -> None:
@@ -820,7 +809,6 @@ async def test_the_same_scripts_through_litellm_give_the_same_answers(
         assert ours == theirs, name
 
 
-@pytest.mark.usefixtures("litellm_closed")
 async def test_litellm_and_this_transport_type_the_same_errors(loopback: LoopbackServer) -> None:
     direct = config(loopback.url, api_key="sk-ant-test")
     reference = direct.model_copy(update={"transport": "litellm"})

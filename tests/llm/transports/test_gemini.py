@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -902,20 +901,7 @@ LITELLM_WARNING = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture
-async def litellm_clients() -> AsyncIterator[None]:
-    """Close litellm's cached HTTP clients in the test's loop (its Gemini path keeps one
-    per loop, and the loop ends with the test: its socket would be left open)."""
-    yield
-    import litellm
-    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
-
-    await close_litellm_async_clients()
-    litellm.in_memory_llm_clients_cache.flush_cache()
-
-
 @LITELLM_WARNING
-@pytest.mark.usefixtures("litellm_clients")
 async def test_litellm_and_the_direct_transport_agree(loopback: LoopbackServer) -> None:
     direct = gemini(loopback)
     reference = gemini(loopback, api_key="test-key", transport="litellm")
@@ -927,7 +913,6 @@ async def test_litellm_and_the_direct_transport_agree(loopback: LoopbackServer) 
 
 
 @LITELLM_WARNING
-@pytest.mark.usefixtures("litellm_clients")
 async def test_litellm_sends_the_same_route(loopback: LoopbackServer) -> None:
     loopback.enqueue(Script.text("a"), Script.text("b"))
     await ask("stream", gemini(loopback, transport="litellm"))
