@@ -6,11 +6,12 @@ send them, or ``reasoning``), through the direct transport and through litellm.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from kagura import LLMConfig, call_llm, call_llm_stream, stream_to_string
+from kagura import LLMConfig, agent, call_llm, call_llm_stream, stream_to_string
 from kagura import operators as ops
 from kagura.errors import StreamConsumedError, StreamError
 from kagura.events import ReasoningDelta, TextDelta
@@ -142,3 +143,32 @@ async def test_with_reasoning_after_iterating_is_refused(loopback_config: LLMCon
     await stream.aclose()
     with pytest.raises(StreamConsumedError):
         stream.with_reasoning()
+
+
+async def test_text_and_final_after_with_reasoning_make_no_second_request(
+    loopback: LoopbackServer, loopback_config: LLMConfig
+) -> None:
+    loopback.enqueue(Script.text("One. Two.", reasoning=THINKING))
+    stream = AgentStream.from_llm("q", loopback_config, pipeline=[ops.buffer_sentences()])
+    view = stream.with_reasoning()
+    async for _ in view:
+        break
+    assert await stream.text() == "One. Two."
+    assert await stream.final() == "Two."
+    assert len(loopback.requests) == 1
+
+
+async def test_an_agent_streams_reasoning_and_counts_it(loopback: LoopbackServer) -> None:
+    config = LLMConfig(model="openai/x", api_base=loopback.base_url, api_key="sk-test-0123456789")
+
+    @agent(stream=True, config=config)
+    async def think(question: str) -> AsyncIterator[str]:
+        """{{ question }}"""
+        ...
+
+    loopback.enqueue(Script.text("Four.", reasoning=THINKING))
+    stream = think("2+2?")
+    assert await stream.text() == "Four."
+    assert stream.reasoning == "".join(THINKING)
+    assert stream.metrics.reasoning_chars == len("".join(THINKING))
+    assert (stream.metrics.model, stream.metrics.attempts) == ("openai/x", 1)

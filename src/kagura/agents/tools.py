@@ -55,7 +55,7 @@ import typing_extensions
 from pydantic import Field, TypeAdapter, ValidationError
 
 from kagura.errors import ConfigError, LLMError, ToolLoopError
-from kagura.events import Completion, StreamEvent, TextDelta, ToolCall, Usage
+from kagura.events import Completion, ReasoningDelta, StreamEvent, TextDelta, ToolCall, Usage
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import ChatRequest
 from kagura.llm.streaming import open_event_stream
@@ -436,11 +436,11 @@ async def stream_with_tools(
 ) -> AsyncIterator[StreamEvent]:
     """Stream the events of every round: tool-call deltas, then (after the tools ran) more text.
 
-    ``metrics`` is reset and covers all rounds: chunks, chars and usage are
-    summed, ``tool_calls`` lists every call, ``finish_reason`` is the last
-    round's. Closing this generator closes the HTTP stream of the round in
-    progress. A failure carries the text of all rounds as ``partial_text``.
-    With no tools it is one plain streamed request.
+    ``metrics`` is reset and covers all rounds: chunks, chars, reasoning chars,
+    usage and attempts are summed, ``model`` is the last round's, ``tool_calls``
+    lists every call, ``finish_reason`` is the last round's. Closing this generator
+    closes the HTTP stream of the round in progress. A failure carries the text of
+    all rounds as ``partial_text``. With no tools it is one plain streamed request.
     """
     m = metrics if metrics is not None else StreamMetrics()
     m.reset()
@@ -464,15 +464,21 @@ async def stream_with_tools(
                             m.chars += len(event.text)
                             text_parts.append(event.text)
                             round_text.append(event.text)
+                        elif isinstance(event, ReasoningDelta):
+                            m.reasoning_chars += len(event.text)
                         elif isinstance(event, Usage):
                             m.usage = _add_usage(usage_before, event)
+                        if m.model is None or round_metrics.model is not None:
+                            m.model = round_metrics.model  # the model that answered last
                         if m.first_token_at is None:
                             m.first_token_at = round_metrics.first_token_at
                         yield event
             except LLMError as exc:
+                m.attempts += round_metrics.attempts
                 exc.with_progress(partial_text="".join(text_parts), usage=m.usage)
                 raise
             usage_before = m.usage
+            m.attempts += round_metrics.attempts
             m.finish_reason = round_metrics.finish_reason
             calls = _normalized(round_metrics.tool_calls, round_no)
             m.tool_calls.extend(calls)

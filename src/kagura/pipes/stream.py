@@ -61,6 +61,7 @@ class AgentStream(Generic[T]):
         self._observable = observable
         self._reasoning_text = reasoning_text
         self._with_reasoning = with_reasoning
+        self._view: AgentStream[Any] | None = None  # with_reasoning()'s, which makes the request
         self._metrics = metrics if metrics is not None else StreamMetrics()
         self._raw_text = raw_text
         self._max_buffer = max_buffer
@@ -195,8 +196,12 @@ class AgentStream(Generic[T]):
         """Drain the rest of the stream and return the whole text.
 
         For a text pipeline, the concatenation of everything it emitted; for a
-        pipeline of other items (parsed models), the model's raw text.
+        pipeline of other items (parsed models), the model's raw text. After
+        :meth:`with_reasoning`, the view's answer (it made the one request).
         """
+        if self._view is not None:
+            await self._view.text()
+            return self.partial_text
         if self._outcome is None:
             self._iterated = True
             while True:
@@ -215,9 +220,12 @@ class AgentStream(Generic[T]):
     async def final(self) -> T:
         """Drain the stream and return its last item (the complete parsed model, say)."""
         await self.text()
-        if not self._outputs:
+        outputs = self._outputs
+        if self._view is not None:  # the view's items, without its reasoning
+            outputs = [o for o in self._view._outputs if not isinstance(o, ReasoningDelta)]
+        if not outputs:
             raise ParseError("the stream ended without an item", raw_text=self.partial_text)
-        return self._outputs[-1]
+        return cast(T, outputs[-1])
 
     @property
     def partial_text(self) -> str:
@@ -248,14 +256,19 @@ class AgentStream(Generic[T]):
             )
         self._iterated = True  # the view makes the request; this stream makes none
         if self._with_reasoning is None:  # no event source: nothing but the items
-            return AgentStream(self._observable, metrics=self._metrics, max_buffer=self._max_buffer)
-        return AgentStream(
-            self._with_reasoning(),
-            metrics=self._metrics,
-            raw_text=self._raw_text,
-            max_buffer=self._max_buffer,
-            reasoning_text=self._reasoning_text,
-        )
+            view: AgentStream[ReasoningDelta | T] = AgentStream(
+                self._observable, metrics=self._metrics, max_buffer=self._max_buffer
+            )
+        else:
+            view = AgentStream(
+                self._with_reasoning(),
+                metrics=self._metrics,
+                raw_text=self._raw_text,
+                max_buffer=self._max_buffer,
+                reasoning_text=self._reasoning_text,
+            )
+        self._view = view
+        return view
 
     async def aclose(self) -> None:
         """Stop early: closes the HTTP stream at once. Idempotent."""
