@@ -448,3 +448,33 @@ def test_the_debug_traceback_scrubs_the_chain_and_shows_no_locals() -> None:
     assert "wrapper quoting [REDACTED]" in printed
     assert PLAIN_KEY not in printed
     assert "a-local-value-9876" not in printed
+
+
+@pytest.mark.parametrize(
+    ("model", "key_var", "route"),
+    [
+        ("anthropic/claude-sonnet-4-5", "ANTHROPIC_API_KEY", "/v1/messages"),
+        ("gemini/gemini-2.5-flash", "GEMINI_API_KEY", ":streamGenerateContent"),
+    ],
+)
+def test_stream_speaks_anthropic_and_gemini_in_a_fresh_process(
+    loopback: LoopbackServer, model: str, key_var: str, route: str
+) -> None:
+    loopback.enqueue(Script.text("Hello from the other protocol.", reasoning=("Thinking...",)))
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
+    env |= {"KAGURA_API_BASE": loopback.base_url, key_var: "test-key-0123456789"}
+    code = "import sys, kagura.cli; code = kagura.cli.main(sys.argv[1:]); "
+    code += "print('litellm' in sys.modules, file=sys.stderr); sys.exit(code)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "stream", "hi", "--model", model],
+        capture_output=True,
+        env=env,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Hello from the other protocol.")
+    assert "Thinking" not in done.stdout  # reasoning is not the answer
+    assert done.stderr.splitlines()[-1] == "False"  # litellm was never imported
+    assert route in loopback.requests[-1].path
