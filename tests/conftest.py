@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -57,6 +58,13 @@ def transport(request: pytest.FixtureRequest) -> Literal["direct", "litellm"]:
 
 
 @pytest.fixture(autouse=True)
+def _litellm_closed_after_async_tests(request: pytest.FixtureRequest) -> None:
+    """:func:`litellm_closed` for every async test (a sync test may run its own loop)."""
+    if inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        request.getfixturevalue("litellm_closed")
+
+
+@pytest.fixture
 async def litellm_closed() -> AsyncIterator[None]:
     """Close litellm's cached HTTP clients in the test's own loop when the test ends.
 
