@@ -20,6 +20,19 @@ def test_import_does_not_load_litellm() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_opentelemetry_is_imported_only_by_instrument() -> None:
+    code = (
+        "import asyncio, sys, kagura, kagura.telemetry\n"
+        "config = kagura.LLMConfig(model='kagura/echo')\n"
+        "asyncio.run(kagura.call_llm('hi', config))\n"
+        "print('opentelemetry' in sys.modules, end=' ')\n"
+        "kagura.telemetry.instrument()\n"
+        "print('opentelemetry' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
 def test_import_loads_no_other_kagura_module() -> None:
     code = (
         "import sys, kagura, kagura.operators; "

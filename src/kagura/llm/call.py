@@ -12,6 +12,7 @@ from typing import Any
 
 from kagura._redact import redact_error, redact_url
 from kagura.errors import LLMError
+from kagura.llm import observe
 from kagura.llm.cache import cache_key, get_llm_cache
 from kagura.llm.config import LLMConfig
 from kagura.llm.request import ChatRequest, Messages, prepare_request
@@ -47,7 +48,8 @@ async def call_llm(
 
     async def compute() -> str:
         try:
-            return (await transport.complete(request)).text
+            completion, _ = await observe.complete(transport, request)  # observed, if asked
+            return completion.text
         except LLMError as exc:
             redact_error(exc)  # no credential a transport quoted leaves this layer
             raise

@@ -16,6 +16,7 @@ finalizer, which CPython runs as soon as the iterator is no longer referenced.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -32,6 +33,7 @@ from kagura.events import (
     ToolCallDelta,
     Usage,
 )
+from kagura.llm import observe
 from kagura.llm.config import LLMConfig
 from kagura.llm.failover import failover_events, uses_failover
 from kagura.llm.metrics import StreamMetrics, estimate_tokens
@@ -73,26 +75,34 @@ class _ToolCallAccumulator:
 
 
 async def open_event_stream(
-    request: ChatRequest, metrics: StreamMetrics | None = None
+    request: ChatRequest,
+    metrics: StreamMetrics | None = None,
+    *,
+    observation: observe.Observation | None = None,
 ) -> AsyncGenerator[StreamEvent, None]:
     """Run one request through its transport; record metrics; apply the config's timeouts.
 
     Every failure is a :class:`~kagura.errors.LLMError` carrying the text
     received so far and the usage known so far. If the provider reports no
-    usage, an estimated :class:`Usage` is yielded before the end.
+    usage, an estimated :class:`Usage` is yielded before the end. ``observation``
+    is this call's when the caller made it (the tool loop); else one is made if an
+    observer is installed (:mod:`kagura.llm.observe`). It ends with the stream.
     """
+    if observation is None and observe.observer is not None:
+        observation = observe.observer.llm_call(request, stream=True)
     config = request.config
     m = metrics if metrics is not None else StreamMetrics()
     m.started_at = time.perf_counter()
     text_parts: list[str] = []
     tools = _ToolCallAccumulator()
     racing = uses_failover(config)
-    if racing:  # each attempt keeps its own first-token timeout
-        source = failover_events(request, m)
-    else:
-        source = resolve_transport(config).stream(request)
-        m.model, m.attempts = config.model, 1
+    ended = False  # ran to its end: sys.exception() in `finally` is then not ours
     try:
+        if racing:  # each attempt keeps its own first-token timeout
+            source = failover_events(request, m)
+        else:
+            source = resolve_transport(config).stream(request)
+            m.model, m.attempts = config.model, 1
         async with aclosing(source) as events:
             iterator = aiter(events)
             while True:
@@ -139,6 +149,7 @@ async def open_event_stream(
         if m.usage is None:
             m.usage = _estimated_usage(request, m.chars + m.reasoning_chars)
             yield m.usage
+        ended = True
     except LLMError as exc:
         exc.with_progress(partial_text="".join(text_parts), usage=m.usage)
         redact_error(exc)  # whatever a transport quoted, no credential leaves this layer
@@ -156,6 +167,8 @@ async def open_event_stream(
         ) from redact_error(exc)
     finally:
         m.ended_at = time.perf_counter()
+        if observation is not None:
+            observation.stream_ended(m, text_parts, None if ended else sys.exception())
 
 
 def _estimated_usage(request: ChatRequest, completion_chars: int) -> Usage:
