@@ -2,7 +2,9 @@
 
 A stream is a sequence of :data:`StreamEvent`: text deltas, reasoning deltas and
 tool-call deltas while the model writes, then usually one :class:`Usage` and one
-:class:`Finish`. Reasoning (a model's thinking) travels beside the answer, never in
+:class:`Finish`. The tool loop (:func:`~kagura.agents.tools.stream_with_tools`) adds each
+complete :class:`ToolCall` before it runs and its :class:`ToolResult` after: its events
+are :data:`AgentEvent`. Reasoning (a model's thinking) travels beside the answer, never in
 it: text pipes and ``call_llm_stream`` carry :class:`TextDelta` only.
 
 >>> from kagura.events import TextDelta, Finish
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 __all__ = [
+    "AgentEvent",
     "Completion",
     "Finish",
     "ReasoningDelta",
@@ -23,6 +26,8 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolCallDelta",
+    "ToolEvent",
+    "ToolResult",
     "Usage",
 ]
 
@@ -100,9 +105,6 @@ class Finish:
     reason: str | None
 
 
-StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish
-
-
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A complete tool call: the model asks for ``name`` with JSON ``arguments``."""
@@ -110,6 +112,29 @@ class ToolCall:
     id: str
     name: str
     arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What the tool loop sent back to the model for the call ``id``, once it ran.
+
+    ``content`` is the tool's result as text (JSON for values that are not strings), or
+    ``"Error: ..."`` for invalid arguments, an unknown tool or the tool's exception.
+    """
+
+    id: str
+    name: str
+    content: str
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Usage | Finish
+"""What a transport produces."""
+
+AgentEvent = StreamEvent | ToolCall | ToolResult
+"""What the tool loop produces: a transport's events, plus each call and its result."""
+
+ToolEvent = ToolCallDelta | ToolCall | ToolResult
+"""The tool events of a stream: a call being written, the complete call, its result."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,3 +285,23 @@ async def test_stream_with_tools_error_carries_all_text(
         await drain()
     assert info.value.partial_text.startswith("Checking. Sunn")
     assert info.value.__cause__ is not None or info.value.__context__ is not None
+
+
+async def test_stream_with_tools_yields_each_call_before_it_runs_and_its_result(
+    loopback: LoopbackServer,
+) -> None:
+    from kagura.events import ToolResult
+
+    config = LLMConfig(
+        model="openai/x", api_base=loopback.base_url, api_key="sk-test-0123456789", max_retries=0
+    )
+    loopback.enqueue(weather_round(), Script.text("Sunny."))
+    request = prepare_request("Weather?", config, {})
+    events = [e async for e in stream_with_tools(request, as_tools([get_weather]))]
+    loop = [e for e in events if isinstance(e, ToolCall | ToolResult)]
+    assert loop == [
+        ToolCall("call_w1", "get_weather", '{"city": "Oslo"}'),
+        ToolResult("call_w1", "get_weather", "12c in Oslo"),
+    ]
+    first_text = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    assert events.index(loop[1]) < first_text  # the result before the next round's answer

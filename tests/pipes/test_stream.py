@@ -355,3 +355,45 @@ async def test_final_on_a_stream_that_emitted_nothing_is_a_parse_error() -> None
     with pytest.raises(ParseError, match="without an item") as info:
         await stream.final()
     assert info.value.raw_text == "nothing passes"
+
+
+async def test_with_events_passes_the_tool_events_beside_the_items() -> None:
+    from kagura.events import (
+        AgentEvent,
+        Finish,
+        ReasoningDelta,
+        TextDelta,
+        ToolCall,
+        ToolCallDelta,
+        ToolResult,
+    )
+    from kagura.pipes import from_async_iterable
+
+    call = ToolCall("c1", "f", "{}")
+    events: list[AgentEvent] = [
+        ReasoningDelta("hm"),
+        ToolCallDelta(0, "c1", "f", "{}"),
+        Finish("tool_calls"),
+        call,
+        ToolResult("c1", "f", "ok"),
+        TextDelta("Done"),
+        Usage(1, 1, 2),
+        Finish("stop"),
+    ]
+
+    async def source() -> AsyncIterable[AgentEvent]:
+        for event in events:
+            yield event
+
+    stream = AgentStream.from_events(from_async_iterable(source), pipeline=[accumulate()])
+    ended: list[StreamOutcome] = []
+    stream.add_done_callback(lambda _, outcome: ended.append(outcome))
+    items = [item async for item in stream.with_events()]
+    assert items == [*events[:2], *events[3:5], "Done"]
+    # the stream ends as its view did, and its views of the answer skip the events
+    assert ended == ["completed"]
+    assert stream.outcome == "completed"
+    assert await stream.text() == "Done"
+    assert await stream.final() == "Done"
+    with pytest.raises(StreamConsumedError):
+        stream.with_events()

@@ -36,7 +36,8 @@ from kagura.agents.prompt import PromptTemplate
 from kagura.agents.spec import AgentSpec
 from kagura.agents.tools import complete_with_tools, stream_with_tools
 from kagura.errors import ConfigError, ParseError
-from kagura.events import StreamEvent
+from kagura.events import AgentEvent
+from kagura.llm import observe
 from kagura.llm.call import call_llm
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import ChatRequest, prepare_request
@@ -163,7 +164,19 @@ def build_request(spec: AgentSpec, prompt: str, memory: ConversationMemory | Non
 
 
 async def complete(spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a ``stream=False`` call (tools included), remember it, return the parsed answer."""
+    """Run a ``stream=False`` call (tools included), remember it, return the parsed answer.
+
+    With an observer installed (:mod:`kagura.llm.observe`) the run is observed, and its
+    LLM calls are its children.
+    """
+    observer = observe.observer
+    if observer is None:
+        return await _complete(spec, args, kwargs)
+    with observer.agent_run(spec.name, spec.config, stream=False):
+        return await _complete(spec, args, kwargs)
+
+
+async def _complete(spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     prompt, memory = prompt_for(spec, args, kwargs)
     request = build_request(spec, prompt, memory)
     if spec.tools:
@@ -185,8 +198,10 @@ def open_stream(spec: AgentSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     metrics = StreamMetrics()
     tools, max_rounds = spec.tools, spec.max_tool_rounds
 
-    def events() -> AsyncIterator[StreamEvent]:
-        return stream_with_tools(request, tools, max_rounds=max_rounds, metrics=metrics)
+    def events() -> AsyncIterator[AgentEvent]:
+        return stream_with_tools(
+            request, tools, max_rounds=max_rounds, metrics=metrics, agent_name=spec.name
+        )
 
     stream = AgentStream.from_events(
         from_async_iterable(events), metrics=metrics, pipeline=spec.operators

@@ -55,7 +55,16 @@ import typing_extensions
 from pydantic import Field, TypeAdapter, ValidationError
 
 from kagura.errors import ConfigError, LLMError, ToolLoopError
-from kagura.events import Completion, ReasoningDelta, StreamEvent, TextDelta, ToolCall, Usage
+from kagura.events import (
+    AgentEvent,
+    Completion,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+from kagura.llm import observe
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import ChatRequest
 from kagura.llm.streaming import open_event_stream
@@ -349,11 +358,30 @@ def _normalized(calls: Sequence[ToolCall], round_no: int) -> list[ToolCall]:
     ]
 
 
+async def _observed_tool_call(
+    call: ToolCall, tools: Mapping[str, Tool], parent: observe.Observation | None
+) -> str:
+    """:func:`execute_tool_call`, observed (a child of ``parent``) if an observer is installed."""
+    observer = observe.observer
+    if observer is None:
+        return await execute_tool_call(call, tools)
+    with observer.tool_call(call, parent=parent) as observation:
+        result = await execute_tool_call(call, tools)
+        observation.tool_returned(result)
+    return result
+
+
 async def _tool_round_messages(
-    text: str, calls: Sequence[ToolCall], tools: Mapping[str, Tool]
+    text: str,
+    calls: Sequence[ToolCall],
+    tools: Mapping[str, Tool],
+    parent: observe.Observation | None = None,
 ) -> list[dict[str, Any]]:
-    """The assistant's tool-call message followed by one ``tool`` message per call."""
-    results = await asyncio.gather(*(execute_tool_call(call, tools) for call in calls))
+    """The assistant's tool-call message followed by one ``tool`` message per call.
+
+    ``parent`` is the observation of the LLM call that asked for the calls, if observed.
+    """
+    results = await asyncio.gather(*(_observed_tool_call(c, tools, parent) for c in calls))
     assistant: dict[str, Any] = {
         "role": "assistant",
         "content": text or None,
@@ -414,7 +442,7 @@ async def complete_with_tools(
     usage: Usage | None = None
     round_no = 0
     while True:
-        completion = await transport.complete(_with_tools(request, tools, messages))
+        completion, chat = await observe.complete(transport, _with_tools(request, tools, messages))
         usage = _add_usage(usage, completion.usage)
         calls = _normalized(completion.tool_calls, round_no)
         all_calls.extend(calls)
@@ -423,7 +451,7 @@ async def complete_with_tools(
         if round_no >= max_rounds:
             error = _loop_error(request, max_rounds, all_calls, calls)
             raise error.with_progress(partial_text=completion.text, usage=usage)
-        messages.extend(await _tool_round_messages(completion.text, calls, by_name))
+        messages.extend(await _tool_round_messages(completion.text, calls, by_name, chat))
         round_no += 1
 
 
@@ -433,15 +461,24 @@ async def stream_with_tools(
     *,
     max_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
     metrics: StreamMetrics | None = None,
-) -> AsyncIterator[StreamEvent]:
-    """Stream the events of every round: tool-call deltas, then (after the tools ran) more text.
+    agent_name: str | None = None,
+) -> AsyncIterator[AgentEvent]:
+    """Stream the events of every round: tool-call deltas, then each complete
+    :class:`~kagura.events.ToolCall` before it runs and its :class:`~kagura.events.ToolResult`
+    after, then (after the tools ran) more text.
 
     ``metrics`` is reset and covers all rounds: chunks, chars, reasoning chars,
     usage and attempts are summed, ``model`` is the last round's, ``tool_calls``
     lists every call, ``finish_reason`` is the last round's. Closing this generator
     closes the HTTP stream of the round in progress. A failure carries the text of
     all rounds as ``partial_text``. With no tools it is one plain streamed request.
+    ``agent_name`` names the agent it runs for, to an observer (:mod:`kagura.llm.observe`).
     """
+    observer = observe.observer
+    run = None  # the agent run's observation: the LLM calls' parent, ended with the stream
+    if observer is not None and agent_name is not None:
+        run = observer.agent_run(agent_name, request.config, stream=True)
+    failure: BaseException | None = None
     m = metrics if metrics is not None else StreamMetrics()
     m.reset()
     m.started_at = time.perf_counter()
@@ -454,9 +491,15 @@ async def stream_with_tools(
         while True:
             round_metrics = StreamMetrics()
             round_text: list[str] = []
+            round_request = _with_tools(request, tools, messages)
+            chat = (
+                None
+                if observer is None
+                else observer.llm_call(round_request, stream=True, parent=run)
+            )
             try:
                 async with aclosing(
-                    open_event_stream(_with_tools(request, tools, messages), round_metrics)
+                    open_event_stream(round_request, round_metrics, observation=chat)
                 ) as events:
                     async for event in events:
                         if isinstance(event, TextDelta):
@@ -487,7 +530,17 @@ async def stream_with_tools(
             if round_no >= max_rounds:
                 error = _loop_error(request, max_rounds, m.tool_calls, calls)
                 raise error.with_progress(partial_text="".join(text_parts), usage=m.usage)
-            messages.extend(await _tool_round_messages("".join(round_text), calls, by_name))
+            for call in calls:
+                yield call
+            round_messages = await _tool_round_messages("".join(round_text), calls, by_name, chat)
+            messages.extend(round_messages)
+            for call, reply in zip(calls, round_messages[1:], strict=True):
+                yield ToolResult(call.id, call.name, reply["content"])
             round_no += 1
+    except BaseException as exc:  # recorded for the observer, as raised
+        failure = exc
+        raise
     finally:
         m.ended_at = time.perf_counter()
+        if run is not None:
+            run.stream_ended(m, text_parts, failure)

@@ -32,7 +32,16 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.subject import Subject
 
-from kagura.events import ReasoningDelta, StreamEvent, TextDelta
+from kagura.events import (
+    AgentEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolEvent,
+    ToolResult,
+)
 from kagura.llm.config import LLMConfig
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import Messages, prepare_request
@@ -40,6 +49,7 @@ from kagura.llm.streaming import open_event_stream
 from kagura.pipes._demand import current_demand
 
 __all__ = [
+    "events_beside",
     "from_async_iterable",
     "from_llm",
     "from_llm_events",
@@ -174,7 +184,7 @@ def text_deltas(
     record: list[str] | None = None,
     *,
     reasoning: list[str] | None = None,
-) -> Callable[[Observable[StreamEvent]], Observable[str]]:
+) -> Callable[[Observable[AgentEvent]], Observable[str]]:
     """Keep only the text of :class:`~kagura.TextDelta` events, in one hop per event.
 
     ``record``, if given, is cleared at each subscription (a new request) and
@@ -187,7 +197,7 @@ def text_deltas(
         result: -t---t-|
     """
 
-    def operator(source: Observable[StreamEvent]) -> Observable[str]:
+    def operator(source: Observable[AgentEvent]) -> Observable[str]:
         def subscribe(
             observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
@@ -196,7 +206,7 @@ def text_deltas(
             if reasoning is not None:
                 reasoning.clear()
 
-            def on_next(event: StreamEvent) -> None:
+            def on_next(event: AgentEvent) -> None:
                 if isinstance(event, TextDelta):
                     if record is not None:
                         record.append(event.text)
@@ -218,7 +228,7 @@ def reasoning_beside(
     record: list[str] | None = None,
     *,
     reasoning: list[str] | None = None,
-) -> Callable[[Observable[StreamEvent]], Observable[ReasoningDelta | T]]:
+) -> Callable[[Observable[AgentEvent]], Observable[ReasoningDelta | T]]:
     """The text through ``pipeline``, with each :class:`~kagura.ReasoningDelta` passed on as
     it arrives, in one subscription (one request).
 
@@ -231,10 +241,39 @@ def reasoning_beside(
         events: -r-r-t-t-|
         result: -r-r-t-t-|
     """
+    return _beside(pipeline, record, reasoning, (ReasoningDelta,))
 
-    def operator(source: Observable[StreamEvent]) -> Observable[ReasoningDelta | T]:
+
+def events_beside(
+    pipeline: Callable[[Observable[str]], Observable[T]],
+    record: list[str] | None = None,
+    *,
+    reasoning: list[str] | None = None,
+) -> Callable[[Observable[AgentEvent]], Observable[ReasoningDelta | ToolEvent | T]]:
+    """:func:`reasoning_beside`, with the tool events passed on too: each
+    :class:`~kagura.ToolCallDelta`, and the tool loop's :class:`~kagura.ToolCall` and
+    :class:`~kagura.ToolResult`. Usage and finish events stay out (read them from the
+    metrics).
+
+    Marble (``d`` a tool-call delta, ``c`` a complete call, ``o`` its result, ``t`` text)::
+
+        events: -d-d-c-o-t-|
+        result: -d-d-c-o-t-|
+    """
+    return _beside(
+        pipeline, record, reasoning, (ReasoningDelta, ToolCallDelta, ToolCall, ToolResult)
+    )
+
+
+def _beside(
+    pipeline: Callable[[Observable[str]], Observable[T]],
+    record: list[str] | None,
+    reasoning: list[str] | None,
+    kinds: tuple[type[Any], ...],
+) -> Callable[[Observable[AgentEvent]], Observable[Any]]:
+    def operator(source: Observable[AgentEvent]) -> Observable[Any]:
         def subscribe(
-            observer: abc.ObserverBase[ReasoningDelta | T],
+            observer: abc.ObserverBase[Any],
             scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
             text: Subject[str] = Subject()
@@ -242,15 +281,15 @@ def reasoning_beside(
                 observer.on_next, observer.on_error, observer.on_completed, scheduler=scheduler
             )
 
-            def on_next(event: StreamEvent) -> None:
-                if isinstance(event, ReasoningDelta):
-                    if reasoning is not None:
-                        reasoning.append(event.text)
-                    observer.on_next(event)
-                elif isinstance(event, TextDelta):
+            def on_next(event: AgentEvent) -> None:
+                if isinstance(event, TextDelta):
                     if record is not None:
                         record.append(event.text)
                     text.on_next(event.text)
+                elif isinstance(event, kinds):
+                    if reasoning is not None and isinstance(event, ReasoningDelta):
+                        reasoning.append(event.text)
+                    observer.on_next(event)
 
             if record is not None:
                 record.clear()

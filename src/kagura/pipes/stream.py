@@ -3,7 +3,8 @@
 Iterate it for the pipeline's output; ``await text()`` for the whole text;
 ``usage``, ``finish_reason``, ``tool_calls`` and ``metrics`` once it has run;
 ``reasoning`` for the model's thinking so far, and :meth:`AgentStream.with_reasoning`
-for a view that streams it before (and beside) the answer;
+for a view that streams it before (and beside) the answer (:meth:`AgentStream.with_events`
+adds the tool loop's calls and results);
 ``.observable`` to compose further (a new, independent request per
 subscription). It is consumed once: a second ``async for`` raises
 :class:`~kagura.errors.StreamConsumedError`.
@@ -29,18 +30,27 @@ from typing import Any, Generic, Literal, TypeVar, cast
 from reactivex import Observable
 
 from kagura.errors import ParseError, StreamConsumedError
-from kagura.events import ReasoningDelta, StreamEvent, ToolCall, Usage
+from kagura.events import (
+    AgentEvent,
+    ReasoningDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolEvent,
+    ToolResult,
+    Usage,
+)
 from kagura.llm.config import LLMConfig
 from kagura.llm.metrics import StreamMetrics
 from kagura.llm.request import Messages
 from kagura.pipes.adapter import DEFAULT_MAX_BUFFER, ObservableIterator, to_async_iterator
-from kagura.pipes.source import from_llm_events, reasoning_beside, text_deltas
+from kagura.pipes.source import events_beside, from_llm_events, reasoning_beside, text_deltas
 
 __all__ = ["AgentStream", "Operator", "StreamOutcome"]
 
 T = TypeVar("T")
 
 StreamOutcome = Literal["completed", "failed", "closed"]
+_SIDE_EVENTS = (ReasoningDelta, ToolCallDelta, ToolCall, ToolResult)
 Operator = Callable[[Observable[Any]], Observable[Any]]
 """A pipeline stage: a function from Observable to Observable (every kagura operator)."""
 
@@ -57,11 +67,13 @@ class AgentStream(Generic[T]):
         max_buffer: int = DEFAULT_MAX_BUFFER,
         reasoning_text: Callable[[], str] | None = None,
         with_reasoning: Callable[[], Observable[ReasoningDelta | T]] | None = None,
+        with_events: Callable[[], Observable[ReasoningDelta | ToolEvent | T]] | None = None,
     ) -> None:
         self._observable = observable
         self._reasoning_text = reasoning_text
         self._with_reasoning = with_reasoning
-        self._view: AgentStream[Any] | None = None  # with_reasoning()'s, which makes the request
+        self._with_events = with_events
+        self._view: AgentStream[Any] | None = None  # with_reasoning()'s (or with_events()'s)
         self._metrics = metrics if metrics is not None else StreamMetrics()
         self._raw_text = raw_text
         self._max_buffer = max_buffer
@@ -90,7 +102,7 @@ class AgentStream(Generic[T]):
     @classmethod
     def from_events(
         cls,
-        events: Observable[StreamEvent],
+        events: Observable[AgentEvent],
         *,
         metrics: StreamMetrics | None = None,
         pipeline: Operator | Sequence[Operator] = (),
@@ -120,6 +132,9 @@ class AgentStream(Generic[T]):
             reasoning_text=lambda: "".join(thoughts),
             with_reasoning=lambda: events.pipe(
                 reasoning_beside(through_pipeline, raw, reasoning=thoughts)
+            ),
+            with_events=lambda: events.pipe(
+                events_beside(through_pipeline, raw, reasoning=thoughts)
             ),
         )
 
@@ -221,8 +236,8 @@ class AgentStream(Generic[T]):
         """Drain the stream and return its last item (the complete parsed model, say)."""
         await self.text()
         outputs = self._outputs
-        if self._view is not None:  # the view's items, without its reasoning
-            outputs = [o for o in self._view._outputs if not isinstance(o, ReasoningDelta)]
+        if self._view is not None:  # the view's items, without its reasoning and tool events
+            outputs = [o for o in self._view._outputs if not isinstance(o, _SIDE_EVENTS)]
         if not outputs:
             raise ParseError("the stream ended without an item", raw_text=self.partial_text)
         return cast(T, outputs[-1])
@@ -250,28 +265,49 @@ class AgentStream(Generic[T]):
                 else:
                     show_answer(item)
         """
+        return self._make_view("with_reasoning", self._with_reasoning)
+
+    def with_events(self) -> AgentStream[ReasoningDelta | ToolEvent | T]:
+        """:meth:`with_reasoning`, with the tool events beside the items too: each
+        :class:`~kagura.ToolCallDelta` as the model writes a call and, from an agent's
+        tool loop, each complete :class:`~kagura.ToolCall` before it runs and its
+        :class:`~kagura.ToolResult` after (what :mod:`kagura.web`'s UI message stream
+        shows). One request, the same metrics; use it instead of iterating this stream.
+        """
+        return self._make_view("with_events", self._with_events)
+
+    def _make_view(
+        self, name: str, source: Callable[[], Observable[Any]] | None
+    ) -> AgentStream[Any]:
         if self._iterated:
             raise StreamConsumedError(
-                "with_reasoning() is a view of a stream not yet iterated; call it first"
+                f"{name}() is a view of a stream not yet iterated; call it first"
             )
         self._iterated = True  # the view makes the request; this stream makes none
-        if self._with_reasoning is None:  # no event source: nothing but the items
-            view: AgentStream[ReasoningDelta | T] = AgentStream(
+        if source is None:  # no event source: nothing but the items
+            view: AgentStream[Any] = AgentStream(
                 self._observable, metrics=self._metrics, max_buffer=self._max_buffer
             )
         else:
             view = AgentStream(
-                self._with_reasoning(),
+                source(),
                 metrics=self._metrics,
                 raw_text=self._raw_text,
                 max_buffer=self._max_buffer,
                 reasoning_text=self._reasoning_text,
             )
         self._view = view
+        view.add_done_callback(self._view_done)  # this stream ends as its view does
         return view
+
+    def _view_done(self, view: AgentStream[Any], outcome: StreamOutcome) -> None:
+        self._failure = view._failure
+        self._finish(outcome)
 
     async def aclose(self) -> None:
         """Stop early: closes the HTTP stream at once. Idempotent."""
+        if self._view is not None:
+            await self._view.aclose()
         if self._iterator is not None:
             await self._iterator.aclose()
         self._iterated = True
