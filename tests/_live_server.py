@@ -6,20 +6,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 
 @contextmanager
-def serve(app: Any, *, timeout: float = 10.0) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
+def serve(
+    app: Any, *, timeout: float = 10.0, lifespan: Literal["on", "off"] = "off"
+) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``).
+
+    ``lifespan="on"`` runs the app's startup and shutdown (closing what it opened).
+    """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
-        lifespan="off",
+        lifespan=lifespan,
         ws="none",  # no websockets import (and none of its deprecation warnings)
         timeout_graceful_shutdown=1,
     )

@@ -8,12 +8,21 @@ With no key set it uses the offline model ``kagura/replay`` (the recipe is a can
 JSON document, streamed word by word). ``OPENAI_API_KEY`` (and optionally
 ``KAGURA_MODEL``, ``KAGURA_API_BASE``) switches to a real model.
 
+Both answers go through a relay (:mod:`kagura.relay`): the page's URL names them
+(``?stream=<id>``), so reloading it mid-answer, or opening the URL in a second tab,
+shows the same answers from one LLM request each, and a dropped connection resumes at
+the exact event (``EventSource`` sends ``Last-Event-ID``). The relay is in memory, or on
+Redis with ``KAGURA_REDIS_URL`` (then any number of workers serve the same streams).
+
 Routes:
 
 - ``GET /``: the page (``index.html``: plain HTML and a little JavaScript).
-- ``GET /api/answer?prompt=...``: the answer as ``delta`` events, then ``usage``, ``done``.
-- ``GET /api/recipe?dish=...``: a :class:`Recipe` as ``partial`` events from
+- ``POST /api/streams`` with ``{"prompt": ..., "dish": ...}``: starts the answer and the
+  recipe; ``{"stream": <id>}``.
+- ``GET /api/answer/<id>``: the answer as ``delta`` events, then ``usage``, ``done``.
+- ``GET /api/recipe/<id>``: a :class:`Recipe` as ``partial`` events from
   ``parse_model(Recipe, partial=True)``, then ``usage``, ``done``.
+- ``POST /api/stop/<id>``: stops both (if this process runs them).
 - ``GET /api/info``: which model the app uses.
 """
 
@@ -21,18 +30,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from reactivex import operators as rx
+from reactivex.subject import Subject
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from kagura import AgentStream, LLMConfig
+from kagura import AgentStream, LLMConfig, StreamMetrics
 from kagura.operators import parse_model
-from kagura.web import sse_response
+from kagura.pipes import StreamOutcome, from_llm_events
+from kagura.relay import MemoryRelay, RedisRelay, Relay, new_stream_id
+from kagura.web import publish_stream, relay_response
 
 PAGE = Path(__file__).with_name("index.html")
 DEFAULT_PROMPT = "Tell me a short story about a dragon."
@@ -51,7 +66,7 @@ class Recipe(BaseModel):
     steps: list[str]
 
 
-# What kagura/replay streams for /api/recipe when no real model is configured.
+# What kagura/replay streams for the recipe when no real model is configured.
 RECIPE_JSON = json.dumps(
     {
         "title": "Fluffy buttermilk pancakes",
@@ -83,16 +98,55 @@ def default_model() -> str:
     return "gpt-4o-mini" if os.environ.get("OPENAI_API_KEY") else "kagura/replay"
 
 
+def default_relay() -> Relay:
+    """A :class:`RedisRelay` on ``$KAGURA_REDIS_URL``, else a :class:`MemoryRelay`."""
+    url = os.environ.get("KAGURA_REDIS_URL")
+    return RedisRelay(url) if url else MemoryRelay()
+
+
+def recipe_id(stream_id: str) -> str:
+    """The relay id of the recipe that goes with the answer ``stream_id``."""
+    return f"{stream_id}-recipe"
+
+
 def create_app(
-    *, model: str | None = None, tokens_per_s: float = 30.0, ttft: float = 0.3
+    *,
+    model: str | None = None,
+    tokens_per_s: float = 30.0,
+    ttft: float = 0.3,
+    relay: Relay | None = None,
 ) -> Starlette:
-    """The demo app; ``tokens_per_s`` and ``ttft`` pace the offline model."""
+    """The demo app; ``tokens_per_s`` and ``ttft`` pace the offline model.
+
+    ``relay`` defaults to :func:`default_relay` (closed with the app).
+    """
     config = LLMConfig(
         model=model or default_model(), api_base=os.environ.get("KAGURA_API_BASE") or None
     )
     # The offline model's pacing (and, below, its canned answer): a real model never gets
     # these arguments, kagura drops them from its requests.
     pace: dict[str, Any] = {"ttft": ttft, "tokens_per_s": tokens_per_s}
+    own_relay = relay is None
+    streams = default_relay() if relay is None else relay
+    stops: dict[str, Subject[None]] = {}  # the answers this process runs, by stream id
+
+    def stoppable(stream_id: str, prompt: Any, *pipeline: Any, **options: Any) -> AgentStream[Any]:
+        """One LLM call whose events end early when ``POST /api/stop`` names it."""
+        stop: Subject[None] = Subject()
+        stops[stream_id] = stop
+        metrics = StreamMetrics()
+        events = from_llm_events(prompt, config, metrics=metrics, **pace, **options)
+        stream = AgentStream.from_events(
+            events.pipe(rx.take_until(stop)),  # completing it closes the LLM request
+            metrics=metrics,
+            pipeline=pipeline,
+        )
+
+        def forget(stream: AgentStream[Any], outcome: StreamOutcome) -> None:
+            stops.pop(stream_id, None)
+
+        stream.add_done_callback(forget)
+        return stream
 
     async def index(request: Request) -> Response:
         return FileResponse(PAGE, media_type="text/html")
@@ -100,12 +154,13 @@ def create_app(
     async def info(request: Request) -> Response:
         return JSONResponse({"model": config.model, "offline": config.is_offline})
 
-    async def answer(request: Request) -> Response:
-        prompt = request.query_params.get("prompt") or DEFAULT_PROMPT
-        return sse_response(AgentStream.from_llm(prompt, config, **pace))
-
-    async def recipe(request: Request) -> Response:
-        dish = request.query_params.get("dish") or "pancakes"
+    async def start(request: Request) -> Response:
+        body: Any = await request.json()
+        options = body if isinstance(body, dict) else {}
+        prompt = str(options.get("prompt") or DEFAULT_PROMPT)
+        dish = str(options.get("dish") or "pancakes")
+        stream_id = new_stream_id()
+        await publish_stream(streams, stream_id, stoppable(stream_id, prompt))
         messages = [
             {
                 "role": "system",
@@ -114,22 +169,46 @@ def create_app(
             },
             {"role": "user", "content": f"A recipe for {dish}."},
         ]
-        stream = AgentStream.from_llm(
+        recipe = stoppable(
+            recipe_id(stream_id),
             messages,
-            config,
-            pipeline=parse_model(Recipe, partial=True),
+            parse_model(Recipe, partial=True),
             replay_text=RECIPE_JSON,
-            **pace,
         )
-        return sse_response(stream)
+        await publish_stream(streams, recipe_id(stream_id), recipe)
+        return JSONResponse({"stream": stream_id})
+
+    async def answer(request: Request) -> Response:
+        return await relay_response(streams, request.path_params["stream_id"], request)
+
+    async def recipe(request: Request) -> Response:
+        stream_id = recipe_id(request.path_params["stream_id"])
+        return await relay_response(streams, stream_id, request)
+
+    async def stop(request: Request) -> Response:
+        stream_id: str = request.path_params["stream_id"]
+        for name in (stream_id, recipe_id(stream_id)):
+            subject = stops.pop(name, None)
+            if subject is not None:
+                subject.on_next(None)
+        return Response(status_code=204)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if own_relay:
+            await streams.aclose()
 
     return Starlette(
         routes=[
             Route("/", index),
             Route("/api/info", info),
-            Route("/api/answer", answer),
-            Route("/api/recipe", recipe),
-        ]
+            Route("/api/streams", start, methods=["POST"]),
+            Route("/api/answer/{stream_id}", answer),
+            Route("/api/recipe/{stream_id}", recipe),
+            Route("/api/stop/{stream_id}", stop, methods=["POST"]),
+        ],
+        lifespan=lifespan,
     )
 
 

@@ -4,6 +4,7 @@
 from kagura import errors as errors
 from kagura import operators as operators
 from kagura import pipes as pipes
+from kagura import relay as relay
 from kagura import testing as testing
 from kagura._redact import redact as redact
 from kagura._redact import remember_secret as remember_secret
@@ -16,12 +17,17 @@ from kagura.agents.tools import tool as tool
 from kagura.errors import AuthError as AuthError
 from kagura.errors import ConfigError as ConfigError
 from kagura.errors import ContentFilterError as ContentFilterError
+from kagura.errors import EntriesTrimmed as EntriesTrimmed
 from kagura.errors import FirstTokenTimeout as FirstTokenTimeout
 from kagura.errors import IdleTimeout as IdleTimeout
 from kagura.errors import KaguraError as KaguraError
 from kagura.errors import LLMError as LLMError
 from kagura.errors import ParseError as ParseError
+from kagura.errors import ProducerLost as ProducerLost
+from kagura.errors import RelayError as RelayError
+from kagura.errors import RelayUnavailable as RelayUnavailable
 from kagura.errors import StreamError as StreamError
+from kagura.errors import StreamNotFound as StreamNotFound
 from kagura.errors import ToolLoopError as ToolLoopError
 from kagura.events import Finish as Finish
 from kagura.events import ReasoningDelta as ReasoningDelta
@@ -29,6 +35,7 @@ from kagura.events import StreamEvent as StreamEvent
 from kagura.events import TextDelta as TextDelta
 from kagura.events import ToolCall as ToolCall
 from kagura.events import ToolCallDelta as ToolCallDelta
+from kagura.events import ToolResult as ToolResult
 from kagura.events import Usage as Usage
 from kagura.llm.call import call_llm as call_llm
 from kagura.llm.config import LLMConfig as LLMConfig
@@ -51,6 +58,7 @@ __all__ = [
     "ConfigError",
     "ContentFilterError",
     "ConversationMemory",
+    "EntriesTrimmed",
     "Finish",
     "FirstTokenTimeout",
     "IdleTimeout",
@@ -59,16 +67,21 @@ __all__ = [
     "LLMError",
     "ParseError",
     "Partial",
+    "ProducerLost",
     "ReasoningDelta",
+    "RelayError",
+    "RelayUnavailable",
     "StreamError",
     "StreamEvent",
     "StreamMetrics",
+    "StreamNotFound",
     "StreamingAgent",
     "TextDelta",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
     "ToolLoopError",
+    "ToolResult",
     "Usage",
     "__version__",
     "agent",
@@ -80,6 +93,7 @@ __all__ = [
     "operators",
     "pipes",
     "redact",
+    "relay",
     "remember_secret",
     "stream_events",
     "stream_to_string",

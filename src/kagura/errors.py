@@ -16,6 +16,11 @@
     │   │   └── IdleTimeout       (also TimeoutError)
     │   └── ToolLoopError                   the model still asked for tools after max rounds
     ├── ParseError (also ValueError)        model output did not parse/validate
+    ├── RelayError                          a relay stream could not be read or written
+    │   ├── StreamNotFound                  unknown or expired stream id, or another owner's
+    │   ├── ProducerLost                    the producer stopped without an end
+    │   ├── EntriesTrimmed                  the entries asked for are no longer kept
+    │   └── RelayUnavailable                the relay's server could not be reached in time
     └── StreamConsumedError (also RuntimeError)
 
 Every :class:`LLMError` carries ``partial_text`` (the text received before the
@@ -44,6 +49,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ContentFilterError",
+    "EntriesTrimmed",
     "FirstTokenTimeout",
     "IdleTimeout",
     "KaguraError",
@@ -51,10 +57,14 @@ __all__ = [
     "MissingAPIKeyError",
     "ModelNotFoundError",
     "ParseError",
+    "ProducerLost",
     "ProviderError",
     "RateLimitError",
+    "RelayError",
+    "RelayUnavailable",
     "StreamConsumedError",
     "StreamError",
+    "StreamNotFound",
     "ToolLoopError",
 ]
 
@@ -217,3 +227,41 @@ class ContentFilterError(ProviderError):
     message names the provider's reason. An answer cut by a filter after some text ends
     normally, with the finish reason ``"content_filter"``.
     """
+
+
+class RelayError(KaguraError):
+    """A relay stream (:mod:`kagura.relay`) could not be published or read.
+
+    Raised as is when a stream id is taken by a producer that :func:`~kagura.relay.to_relay`
+    wanted to start, or when the relay was closed under a reader.
+    """
+
+
+class StreamNotFound(RelayError):
+    """No such stream: the id is unknown, has expired, or belongs to another owner.
+
+    The three cases are one error with one message, so that a stream id reveals nothing
+    to someone who is not its owner.
+    """
+
+
+class ProducerLost(RelayError):
+    """The stream's producer stopped without an end (killed, cancelled, cut off from the
+    server): its lease lapsed and the entries stop where it stopped."""
+
+
+class EntriesTrimmed(RelayError):
+    """Entries the reader asked for were dropped by the relay's retention (``maxlen``).
+
+    Attributes:
+        resume_after: the id to pass as ``after`` to read what is still kept.
+    """
+
+    def __init__(self, message: str, *, resume_after: str = "") -> None:
+        super().__init__(message)
+        self.resume_after = resume_after
+
+
+class RelayUnavailable(RelayError):
+    """The relay's server (Redis) could not be reached or did not answer within the
+    relay's ``timeout``."""

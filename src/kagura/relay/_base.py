@@ -1,0 +1,718 @@
+"""The relay contract, and what both backends share: the producer and the reader.
+
+A backend (:class:`RelayBase` subclass) supplies a handful of primitives (claim a stream,
+append entries, renew the lease, close or abandon, fetch entries after a cursor, watch
+for new ones); this module turns them into ``publish`` (one detached producer task that
+batches its appends and renews its lease) and ``read`` (catch up from storage, then
+follow live entries, then end, re-raise or report the producer lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+import structlog
+from pydantic import BaseModel
+from reactivex import Observable
+
+from kagura._redact import redact
+from kagura.errors import (
+    ConfigError,
+    EntriesTrimmed,
+    KaguraError,
+    ParseError,
+    ProducerLost,
+    RelayError,
+    RelayUnavailable,
+    StreamNotFound,
+)
+from kagura.events import TextDelta, Usage
+from kagura.relay._entry import (
+    END,
+    ERROR,
+    START,
+    TERMINAL,
+    Cursor,
+    check_owner,
+    check_stream_id,
+    decode_error,
+    decode_event,
+    encode_error,
+    encode_item,
+    event_id,
+    parse_after,
+)
+
+__all__ = ["Relay", "RelayBase", "RelayEntry", "StreamStatus"]
+
+_log = structlog.get_logger("kagura.relay")
+_R = TypeVar("_R")
+
+StreamStatus = Literal["running", "ended", "failed", "lost", "unknown"]
+"""What :meth:`Relay.status` reports: ``"unknown"`` also for another owner's stream."""
+
+Entry = tuple[int, tuple[str, ...]]
+"""A stored entry: the number of its last event, and its events (encoded)."""
+
+_MAX_TTL: Final = 366 * 86400.0
+_ABANDON: Final = ""  # a producer's last word when it stops without an end
+_CLOSE_TIMEOUT: Final = 5.0
+
+
+class RelayEntry(NamedTuple):
+    """One event of a relay stream and its id (usable as ``after=`` and as an SSE id)."""
+
+    id: str
+    event: Any
+
+
+@runtime_checkable
+class Relay(Protocol):
+    """What :class:`~kagura.relay.MemoryRelay` and :class:`~kagura.relay.RedisRelay` offer."""
+
+    async def publish(
+        self,
+        stream_id: str,
+        source: Observable[Any] | AsyncIterable[Any],
+        *,
+        owner: str | None = None,
+        ttl: float = 3600.0,
+    ) -> bool:
+        """Run ``source`` in a task of its own, appending what it emits under ``stream_id``.
+
+        True if it started; False if the id is taken (a producer for it is running in any
+        process, or its entries are still kept), in which case nothing starts.
+        """
+        ...
+
+    def read(
+        self,
+        stream_id: str,
+        *,
+        after: str | None = None,
+        owner: str | None = None,
+        model: type[BaseModel] | None = None,
+    ) -> AsyncIterator[RelayEntry]:
+        """The stream's events from the start, or strictly after the event id ``after``."""
+        ...
+
+    async def status(self, stream_id: str, *, owner: str | None = None) -> StreamStatus:
+        """Whether the stream is running, ended, failed, lost, or unknown (to ``owner``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop this relay's producers (their readers see ProducerLost) and readers."""
+        ...
+
+
+@dataclass(slots=True)
+class Claim:
+    """A producer's hold on a stream."""
+
+    stream_id: str
+    base: int
+    token: str
+    ttl: float
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a reader learns from storage in one step."""
+
+    base: int
+    first: int  # the number of the first event still kept (0: nothing trimmed)
+    alive: bool  # a producer holds the lease
+    entries: list[Entry]  # after the cursor, in order, at most the count asked for
+
+
+class Watcher:
+    """A reader waiting for live entries; the backend delivers them into its buffer."""
+
+    __slots__ = ("base", "buffer", "cursor", "error", "limit", "live", "stream_id", "waiter")
+
+    def __init__(self, stream_id: str, *, limit: int) -> None:
+        self.stream_id = stream_id
+        self.base = 0
+        self.cursor = -1  # the number of the last event received
+        self.buffer: deque[Entry] = deque()
+        self.limit = limit
+        self.live = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def deliver(self, entries: Sequence[Entry]) -> bool:
+        """Take the entries after the cursor; False (detached) on a gap or a full buffer."""
+        for last, events in entries:
+            if last <= self.cursor:
+                continue
+            if last - len(events) > self.cursor:  # entries in between were trimmed
+                self.detach()
+                return False
+            self.buffer.append((last, events))
+            self.cursor = last
+        self.wake()
+        if len(self.buffer) >= self.limit:
+            self.detach()  # it catches up from storage when it has read its buffer
+            return False
+        return True
+
+    def detach(self) -> None:
+        """Stop following live entries: the reader fetches from storage next."""
+        self.live = False
+        self.wake()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.detach()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, patience: float) -> bool:
+        """Wait for a delivery or a detach; False after ``patience`` seconds of neither."""
+        if self.buffer or not self.live or self.error is not None:
+            return True
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(patience):
+                await self.waiter
+        except TimeoutError:
+            return False
+        finally:
+            self.waiter = None
+        return True
+
+
+class Abandoned(Exception):
+    """Raised by a source whose producer is to stop without an end (to_relay's dispose)."""
+
+
+class RelayBase(ABC):
+    """The producer and reader logic over a backend's primitives."""
+
+    def __init__(
+        self,
+        *,
+        maxlen: int,
+        batch_window: float,
+        lease: float | None,
+        timeout: float,
+        fetch_count: int = 256,
+        reader_buffer: int = 64,
+    ) -> None:
+        if maxlen < 16:
+            raise ConfigError("maxlen is an int of at least 16 (entries kept per stream)")
+        if not 0 <= batch_window <= 1:
+            raise ConfigError("batch_window is between 0 and 1 second")
+        if lease is not None and not 0.05 <= lease <= 3600:
+            raise ConfigError("lease is between 0.05 and 3600 seconds")
+        if not 0 < timeout <= 3600:
+            raise ConfigError("timeout is between 0 and 3600 seconds")
+        self.maxlen = maxlen
+        self.batch_window = float(batch_window)
+        self.lease = lease
+        self.timeout = float(timeout)
+        self._fetch_count = fetch_count
+        self._reader_buffer = reader_buffer
+        self._producers: set[asyncio.Task[None]] = set()
+        self._readers: set[Watcher] = set()
+        self._closed = False
+
+    # -- primitives --------------------------------------------------------------------
+    @abstractmethod
+    async def _claim(self, stream_id: str, owner: str | None, ttl: float) -> Claim | None:
+        """Take the id and write its start entry; None if the id is taken."""
+
+    @abstractmethod
+    async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
+        """Append entries (already written ones are skipped); False if the stream is gone."""
+
+    async def _renew(self, claim: Claim) -> bool:
+        """Extend the lease; False if it is no longer this producer's."""
+        return True
+
+    @abstractmethod
+    async def _close(self, claim: Claim, entries: list[Entry]) -> None:
+        """Append the last entries (ending with the end or error), release, expire in ttl."""
+
+    @abstractmethod
+    async def _abandon(self, claim: Claim) -> None:
+        """Release the lease without an end (readers see ProducerLost); expire in ttl."""
+
+    @abstractmethod
+    async def _fetch(
+        self,
+        stream_id: str,
+        cursor: Cursor | None,
+        *,
+        owner: str | None,
+        check_owner: bool,
+        count: int,
+    ) -> Snapshot:
+        """Up to ``count`` entries after ``cursor`` (from the start if None).
+
+        StreamNotFound if the stream is not kept, or (``check_owner``) not ``owner``'s.
+        """
+
+    @abstractmethod
+    async def _last(self, stream_id: str) -> Entry | None:
+        """The stream's last entry, or None."""
+
+    @abstractmethod
+    def _watch(self, watcher: Watcher) -> None:
+        """Deliver the entries after ``watcher.cursor`` as they come (or detach it)."""
+
+    @abstractmethod
+    def _unwatch(self, watcher: Watcher) -> None:
+        """Stop delivering to ``watcher`` (idempotent)."""
+
+    # -- publish -----------------------------------------------------------------------
+    async def publish(
+        self,
+        stream_id: str,
+        source: Observable[Any] | AsyncIterable[Any],
+        *,
+        owner: str | None = None,
+        ttl: float = 3600.0,
+    ) -> bool:
+        """Run ``source`` in a task of its own, appending what it emits under ``stream_id``.
+
+        True if it started; False if the id is taken (a producer for it is running in any
+        process, or its entries are still kept), in which case nothing starts. The end,
+        or the error that ends ``source``, is appended too; the entries then expire
+        ``ttl`` seconds later. Cancelling the caller does not stop the producer.
+        """
+        check_stream_id(stream_id)
+        check_owner(owner)
+        ttl = check_ttl(ttl)
+        if not isinstance(source, Observable | AsyncIterable):  # pyright: ignore[reportUnnecessaryIsInstance] -- callers may not be type-checked
+            raise ConfigError("publish() takes an Observable or an async iterable")
+        self._check_open()
+        return await asyncio.shield(self._start(stream_id, source, owner, ttl))
+
+    async def _start(
+        self,
+        stream_id: str,
+        source: Observable[Any] | AsyncIterable[Any],
+        owner: str | None,
+        ttl: float,
+    ) -> bool:
+        claim = await self._claim(stream_id, owner, ttl)
+        if claim is None:
+            return False
+        task = asyncio.get_running_loop().create_task(
+            self._produce(claim, source), name=f"kagura.relay producer {stream_id}"
+        )
+        self._producers.add(task)
+        task.add_done_callback(self._producer_done)
+        return True
+
+    def _producer_done(self, task: asyncio.Task[None]) -> None:
+        self._producers.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:  # a bug: log it
+            _log.error("relay.producer_crashed", error=redact(repr(exc)))
+
+    async def _produce(self, claim: Claim, source: Observable[Any] | AsyncIterable[Any]) -> None:
+        writes = _Writes(self._append, self._renew, self._close, self._abandon)
+        producer = _Producer(self, writes, claim, asyncio.current_task())
+        try:
+            terminal = END
+            try:
+                async with _iterate(source) as items:
+                    async for item in items:
+                        producer.add(item)
+                        await producer.room()
+            except (asyncio.CancelledError, Abandoned):
+                raise
+            except Exception as exc:
+                terminal = encode_error(exc, text=producer.text(), usage=producer.usage)
+                if not isinstance(exc, KaguraError):  # the stream names only its type
+                    _log.error(
+                        "relay.producer_failed",
+                        stream_id=claim.stream_id,
+                        error_type=type(exc).__name__,
+                        error=redact(str(exc)),
+                    )
+            await producer.finish(terminal)
+        except (asyncio.CancelledError, Abandoned) as exc:
+            # Write what was taken in, then release the stream without an end (or, if
+            # cancelled while writing the end, let that finish).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    if producer.writer.done():
+                        await asyncio.shield(self._abandon(claim))
+                    else:
+                        await producer.finish(_ABANDON, keep=True)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        except RelayError as exc:  # the writer could not reach the backend in time
+            _log.warning("relay.producer_lost", stream_id=claim.stream_id, error=str(exc))
+        finally:
+            producer.stop()
+
+    # -- read --------------------------------------------------------------------------
+    def read(
+        self,
+        stream_id: str,
+        *,
+        after: str | None = None,
+        owner: str | None = None,
+        model: type[BaseModel] | None = None,
+    ) -> AsyncIterator[RelayEntry]:
+        """The stream's events from the start, or strictly after the event id ``after``.
+
+        Blocks for new events; ends at the producer's end; raises the producer's error
+        (the same kagura class, with its ``partial_text`` and ``usage``) at its place;
+        raises :class:`~kagura.errors.ProducerLost` when the producer stopped without an
+        end, :class:`~kagura.errors.StreamNotFound` for an unknown or expired id or
+        another owner's stream, :class:`~kagura.errors.EntriesTrimmed` when events after
+        ``after`` are no longer kept. A pydantic model's item arrives as its JSON (a
+        dict), or validated as ``model`` if given. The arguments are checked now
+        (:class:`~kagura.errors.ConfigError`).
+        """
+        check_stream_id(stream_id)
+        check_owner(owner)
+        return self._read(stream_id, parse_after(after), owner, model)
+
+    async def _read(
+        self,
+        stream_id: str,
+        cursor: Cursor | None,
+        owner: str | None,
+        model: type[BaseModel] | None,
+    ) -> AsyncIterator[RelayEntry]:
+        self._check_open()
+        watcher = Watcher(stream_id, limit=self._reader_buffer)
+        position = -1 if cursor is None else cursor[1]  # the last event handed out
+        watcher.cursor = position
+        first = True
+        self._readers.add(watcher)
+        try:
+            while True:
+                while watcher.buffer:
+                    last, events = watcher.buffer.popleft()
+                    number = last - len(events)
+                    for event in events:
+                        number += 1
+                        if number <= position:
+                            continue
+                        position = number
+                        kind = event[:1]
+                        if kind == START:
+                            continue
+                        if kind == END:
+                            return
+                        if kind == ERROR:
+                            raise decode_error(event)
+                        yield RelayEntry(event_id(watcher.base, number), _decode(event, model))
+                if watcher.error is not None:
+                    raise watcher.error
+                if watcher.live:
+                    if not await watcher.wait(self._idle_check()):
+                        self._unwatch(watcher)  # a check of our own, whatever the backend says
+                        watcher.live = False
+                    continue
+                snapshot = await self._fetch(
+                    stream_id,
+                    cursor if first else (watcher.base, watcher.cursor),
+                    owner=owner,
+                    check_owner=first,
+                    count=self._fetch_count,
+                )
+                if first:
+                    first = False
+                    watcher.base = snapshot.base
+                    if cursor is not None and cursor[0] != snapshot.base:
+                        raise ConfigError("`after` is not an event id of this stream")
+                if snapshot.first > max(watcher.cursor, 0) + 1:
+                    raise EntriesTrimmed(
+                        "the events after this id are no longer kept (the relay's maxlen)",
+                        resume_after=event_id(watcher.base, snapshot.first - 1),
+                    )
+                if snapshot.entries:
+                    watcher.deliver(snapshot.entries)
+                    continue
+                if snapshot.alive:
+                    watcher.live = True
+                    self._watch(watcher)
+                    continue
+                last = await self._last(stream_id)  # ended before the cursor, or lost
+                if last is not None and last[1] and last[1][-1][:1] in TERMINAL:
+                    watcher.buffer.append((last[0], last[1][-1:]))
+                    position = min(position, last[0] - 1)
+                    continue
+                raise ProducerLost("the stream's producer stopped without an end")
+        finally:
+            self._unwatch(watcher)
+            self._readers.discard(watcher)
+
+    def _idle_check(self) -> float:
+        """Seconds a live reader waits before checking the stream itself."""
+        return max(10.0, 3 * (self.lease or 0))
+
+    # -- status and closing ------------------------------------------------------------
+    async def status(self, stream_id: str, *, owner: str | None = None) -> StreamStatus:
+        """Whether the stream is running, ended, failed, lost, or unknown (to ``owner``)."""
+        check_stream_id(stream_id)
+        check_owner(owner)
+        try:
+            snapshot = await self._fetch(stream_id, None, owner=owner, check_owner=True, count=1)
+        except StreamNotFound:
+            return "unknown"
+        if snapshot.alive:
+            return "running"
+        last = await self._last(stream_id)
+        kind = last[1][-1][:1] if last is not None and last[1] else ""
+        return "ended" if kind == END else "failed" if kind == ERROR else "lost"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RelayError("the relay is closed")
+
+    async def aclose(self) -> None:
+        """Stop this relay's producers (without an end: their readers see ProducerLost)
+        and end its readers with :class:`~kagura.errors.RelayError`. Idempotent."""
+        self._closed = True
+        for watcher in list(self._readers):
+            self._unwatch(watcher)
+            watcher.fail(RelayError("the relay is closed"))
+        producers = list(self._producers)
+        for task in producers:
+            task.cancel()
+        if producers:
+            await asyncio.wait(producers, timeout=_CLOSE_TIMEOUT + 1)
+
+    async def __aenter__(self) -> RelayBase:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _decode(event: str, model: type[BaseModel] | None) -> Any:
+    try:
+        return decode_event(event, model)
+    except (RelayError, ParseError):
+        raise
+    except (ValueError, TypeError) as exc:  # not what a producer writes
+        raise RelayError("a relay entry could not be read") from exc
+
+
+def check_ttl(ttl: object) -> float:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or not 0 < ttl <= _MAX_TTL
+    ):
+        raise ConfigError("ttl is a number of seconds, more than 0 and at most a year")
+    return float(ttl)
+
+
+@contextlib.asynccontextmanager
+async def _iterate(
+    source: Observable[Any] | AsyncIterable[Any],
+) -> AsyncGenerator[AsyncIterator[Any]]:
+    """``source`` as an async iterator, closed (``aclose``) on the way out."""
+    if isinstance(source, Observable):
+        from kagura.pipes import to_async_iterator
+
+        iterator: AsyncIterator[Any] = to_async_iterator(source)
+    else:
+        iterator = aiter(source)
+    try:
+        yield iterator
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Mark a helper task's failure as seen: the producer reports it (or is cancelled)."""
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """A backend's write primitives, as the producer calls them."""
+
+    append: Callable[[Claim, list[Entry]], Awaitable[bool]]
+    renew: Callable[[Claim], Awaitable[bool]]
+    close: Callable[[Claim, list[Entry]], Awaitable[None]]
+    abandon: Callable[[Claim], Awaitable[None]]
+
+
+class _Producer:
+    """Batches one producer's events into entries, writes them in order, renews the lease."""
+
+    _HIGH_WATER: Final = 4096  # events waiting before the source is made to wait
+    _MAX_EVENTS: Final = 512  # events per entry
+    _MAX_BYTES: Final = 64 * 1024  # characters per entry, about
+
+    def __init__(
+        self, relay: RelayBase, writes: _Writes, claim: Claim, task: asyncio.Task[Any] | None
+    ) -> None:
+        self._relay = relay
+        self._writes = writes
+        self._claim = claim
+        self._task = task  # cancelled when the lease is lost
+        self._pending: list[str] = []
+        self._since = 0.0  # when the oldest pending event arrived
+        self._number = 0  # the number of the last event given one (0: the start marker)
+        self._text: list[str] = []
+        self.usage: Usage | None = None
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._final: str | None = None
+        self._deadline = time.monotonic() + (relay.lease or math.inf)
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write())
+        self._writer.add_done_callback(_retrieved)
+        self._renewer = None if relay.lease is None else loop.create_task(self._renew(relay.lease))
+        if self._renewer is not None:
+            self._renewer.add_done_callback(_retrieved)
+
+    def add(self, item: object) -> None:
+        event = encode_item(item)
+        if isinstance(item, str):
+            self._text.append(item)
+        elif isinstance(item, TextDelta):
+            self._text.append(item.text)
+        elif isinstance(item, Usage):
+            self.usage = item
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(event)
+        if len(self._pending) >= self._HIGH_WATER:
+            self._room.clear()
+        self._wake.set()
+
+    def text(self) -> str:
+        return "".join(self._text)
+
+    async def room(self) -> None:
+        """Wait while too many events wait for the backend (a slow backend slows the source)."""
+        if not self._room.is_set():
+            waiter = asyncio.ensure_future(self._room.wait())
+            try:  # or until the writer stops (it failed, or the stream is gone)
+                await asyncio.wait({waiter, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        if self._writer.done():
+            self._writer.result()  # the writer failed: raise its error here
+
+    @property
+    def finishing(self) -> bool:
+        return self._final is not None
+
+    @property
+    def writer(self) -> asyncio.Task[None]:
+        return self._writer
+
+    async def finish(self, terminal: str, *, keep: bool = False) -> None:
+        """Append what is pending and ``terminal``, then release the stream (``_ABANDON``:
+        without an end). ``keep``: a terminal already set stays."""
+        if self._final is None or not keep:
+            self._final = terminal
+        self._wake.set()
+        await asyncio.shield(self._writer)
+
+    def stop(self) -> None:
+        self._writer.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
+
+    def _entries(self, events: list[str]) -> list[Entry]:
+        entries: list[Entry] = []
+        start = 0
+        size = 0
+        for i, event in enumerate(events):
+            size += len(event)
+            if i + 1 - start >= self._MAX_EVENTS or size >= self._MAX_BYTES or i + 1 == len(events):
+                chunk = tuple(events[start : i + 1])
+                self._number += len(chunk)
+                entries.append((self._number, chunk))
+                start, size = i + 1, 0
+        return entries
+
+    async def _write(self) -> None:
+        window = self._relay.batch_window
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._final is None:
+                # Hold the batch open for the window (counted from its oldest event), or
+                # at least to the end of this loop turn.
+                await asyncio.sleep(max(0.0, self._since + window - time.monotonic()))
+            events, self._pending = self._pending, []
+            self._room.set()
+            if self._final == _ABANDON:
+                if events:
+                    entries = self._entries(events)
+                    await self._retrying(
+                        functools.partial(self._writes.append, self._claim, entries)
+                    )
+                await self._retrying(functools.partial(self._writes.abandon, self._claim))
+                return
+            if self._final is not None:
+                entries = self._entries([*events, self._final])
+                await self._retrying(functools.partial(self._writes.close, self._claim, entries))
+                return
+            if events:
+                entries = self._entries(events)
+                append = functools.partial(self._writes.append, self._claim, entries)
+                written = await self._retrying(append)
+                if not written:
+                    self._lost("the stream is gone from the relay")
+                    return
+
+    async def _renew(self, lease: float) -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            renew = functools.partial(self._writes.renew, self._claim)
+            if not await self._retrying(renew, renews=True):
+                self._lost("the producer's lease was taken or expired")
+                return
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[_R]], *, renews: bool = False) -> _R:
+        """Run ``attempt()`` until it succeeds or the lease lapses (RelayUnavailable)."""
+        delay = 0.05
+        while True:
+            try:
+                result = await attempt()
+            except RelayUnavailable:
+                if time.monotonic() + delay >= self._deadline:
+                    self._lost("the relay's server did not answer within the lease")
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if renews and self._relay.lease is not None:
+                self._deadline = time.monotonic() + self._relay.lease
+            return result
+
+    def _lost(self, reason: str) -> None:
+        _log.warning("relay.lease_lost", stream_id=self._claim.stream_id, reason=reason)
+        if self._task is not None and self._final is None:
+            self._task.cancel()

@@ -1,0 +1,495 @@
+"""RedisRelay: relay streams on Redis Streams, shared by every process that reaches the server.
+
+Keys of one stream share a hash tag (``kagura:{<id>}:entries``, ``:lease``, ``:meta``),
+so every command and script of a stream stays on one Cluster slot. Entries are written
+with explicit ids (the id of their last event), so a retried append is harmless. Readers
+of one relay share one connection that follows every stream they read (one ``XREAD
+BLOCK`` over all their keys) and a bounded pool for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, cast
+
+import structlog
+
+from kagura._redact import redact, redact_url, remember_secret, secrets_in_url
+from kagura.errors import ConfigError, RelayUnavailable, StreamNotFound
+from kagura.relay._base import Claim, Entry, RelayBase, Snapshot, Watcher
+from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = ["RedisRelay"]
+
+_log = structlog.get_logger("kagura.relay")
+_T = TypeVar("_T")
+
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_NOT_FOUND: Final = "no such stream"
+_FIELD: Final = "d"
+_FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
+
+# KEYS: meta, lease, entries. ARGV: owner, token, lease ms, keep ms, start id, start entry.
+_CLAIM: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('XADD', KEYS[3], ARGV[5], 'd', ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+# ARGV: token, lease ms, keep ms.
+_RENEW: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+# ARGV: token, keep ms, maxlen, then (last event number, id, entry) for each entry.
+_CLOSE: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if #top == 0 then return 0 end
+local written = tonumber(string.match(top[1][1], '-(%d+)$'))
+for i = 4, #ARGV, 3 do
+  if tonumber(ARGV[i]) > written then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], ARGV[i + 1], 'd', ARGV[i + 2])
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+# ARGV: token, keep ms.
+_ABANDON: Final = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+
+
+class _Keys(NamedTuple):
+    meta: str
+    lease: str
+    entries: str
+
+
+class RedisRelay(RelayBase):
+    """Relay streams on a Redis server (Redis Streams; Redis 6.2 or later).
+
+    Args:
+        url: the server, as redis-py reads it (``redis://[:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://``).
+        prefix: the first part of every key (``<prefix>:{<stream id>}:entries``...).
+        maxlen: entries kept per stream while it runs (``MAXLEN ~``; an entry holds the
+            events of one batch). A reader asking for older ones gets EntriesTrimmed.
+        batch_window: seconds a producer gathers events into one entry (one ``XADD``).
+        lease: seconds a producer's hold lasts unless renewed (it renews every third of
+            it); readers see ProducerLost about this long after a producer dies.
+        timeout: seconds allowed for any one exchange with the server, a free connection
+            included; readers retry that long before RelayUnavailable.
+        max_connections: the pool's bound; the readers' follow loop has one more.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "kagura",
+        maxlen: int = 10_000,
+        batch_window: float = 0.002,
+        lease: float = 4.0,
+        timeout: float = 5.0,
+        max_connections: int = 10,
+    ) -> None:
+        super().__init__(maxlen=maxlen, batch_window=batch_window, lease=lease, timeout=timeout)
+        try:
+            from redis.asyncio import BlockingConnectionPool, ConnectionPool
+            from redis.asyncio import Redis as Client
+            from redis.asyncio.connection import parse_url
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError as exc:  # pragma: no cover - exercised with the module hidden
+            raise ImportError("RedisRelay needs redis-py: pip install 'kagura[relay]'") from exc
+        if _PREFIX.fullmatch(prefix) is None:
+            raise ConfigError("prefix is 1 to 64 characters of A-Z, a-z, 0-9 and _ . : -")
+        if not 1 <= max_connections <= 1000:
+            raise ConfigError("max_connections is an int from 1 to 1000")
+        for secret in secrets_in_url(url):
+            remember_secret(secret)
+        self._url = redact_url(url)
+        self._prefix = prefix
+        self._lease_ms = round(lease * 1000)
+        # No retries inside redis-py: a claim retried after its reply was lost would
+        # report its own stream as taken. kagura retries where that is safe. No
+        # socket_timeout either: redis-py then writes under asyncio.wait_for, which on
+        # Python 3.11 loses a cancellation that arrives as the write completes (a reader
+        # cancelled there would go on reading); _guard bounds every exchange instead.
+        # These settings win over the URL's query (redis-py lets the query win).
+        settings: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": None,
+            "retry": Retry(NoBackoff(), 0),
+            "protocol": 2,  # the reply shapes parsed below (RESP3 would give dicts)
+        }
+        try:
+            options: dict[str, Any] = {**parse_url(url), **settings}
+        except ValueError as exc:
+            raise ConfigError(redact(f"not a Redis URL: {exc}")) from None
+        for name in ("max_connections", "timeout"):  # the relay's own bounds
+            options.pop(name, None)
+        pool = BlockingConnectionPool(max_connections=max_connections, timeout=timeout, **options)
+        follow_pool = ConnectionPool(max_connections=1, **options)
+        self._client: Redis = Client(connection_pool=pool)
+        follow_client: Redis = Client(connection_pool=follow_pool)
+        self._claim_script: AsyncScript = self._client.register_script(_CLAIM)
+        self._renew_script: AsyncScript = self._client.register_script(_RENEW)
+        self._close_script: AsyncScript = self._client.register_script(_CLOSE)
+        self._abandon_script: AsyncScript = self._client.register_script(_ABANDON)
+        self._follower = _Follower(
+            follow_client,
+            self._client,
+            guard=self._guard,
+            wake_key=f"{prefix}:wake:{secrets.token_hex(8)}",
+            interval=max(0.05, min(1.0, lease / 8)),
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisRelay({self._url!r}, prefix={self._prefix!r}, maxlen={self.maxlen})"
+
+    def _keys(self, stream_id: str) -> _Keys:
+        tag = f"{self._prefix}:{{{stream_id}}}:"
+        return _Keys(tag + "meta", tag + "lease", tag + "entries")
+
+    def _keep_ms(self, ttl: float) -> int:
+        return round(ttl * 1000)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncGenerator[None]:
+        """Any failure to reach the server, or a late answer, as RelayUnavailable."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        try:
+            async with asyncio.timeout(2 * self.timeout):
+                yield
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            raise RelayUnavailable(
+                redact(f"the relay's Redis server did not answer: {exc}")
+            ) from None
+
+    async def _call(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """``attempt()`` under :meth:`_guard`, retried for ``timeout`` seconds."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            try:
+                async with self._guard():
+                    return await attempt()
+            except RelayUnavailable:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 0.5)
+
+    # -- producer side -----------------------------------------------------------------
+    async def _claim(self, stream_id: str, owner: str | None, ttl: float) -> Claim | None:
+        keys = self._keys(stream_id)
+        claim = Claim(stream_id, time.time_ns() // 1_000_000, secrets.token_hex(16), ttl)
+        async with self._guard():
+            taken = await self._claim_script(
+                keys=list(keys),
+                args=[
+                    owner_digest(owner),
+                    claim.token,
+                    self._lease_ms,
+                    self._keep_ms(ttl) + self._lease_ms,
+                    f"{claim.base}-0",
+                    pack([START]),
+                ],
+            )
+        return claim if taken == 1 else None
+
+    async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
+        from redis.exceptions import ResponseError
+
+        keys = self._keys(claim.stream_id)
+        async with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for last, events in entries:
+                pipe.xadd(
+                    keys.entries,
+                    {_FIELD: pack(events)},
+                    id=f"{claim.base}-{last}",
+                    maxlen=self.maxlen,
+                    approximate=True,
+                    nomkstream=True,
+                )
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if result is None:
+                return False  # the stream expired or the server lost it
+            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
+                raise result  # "equal or smaller": written by an attempt whose reply was lost
+        return True
+
+    async def _renew(self, claim: Claim) -> bool:
+        keys = self._keys(claim.stream_id)
+        async with self._guard():
+            renewed = await self._renew_script(
+                keys=list(keys),
+                args=[claim.token, self._lease_ms, self._keep_ms(claim.ttl) + self._lease_ms],
+            )
+        return renewed == 1
+
+    async def _close(self, claim: Claim, entries: list[Entry]) -> None:
+        keys = self._keys(claim.stream_id)
+        args: list[Any] = [claim.token, self._keep_ms(claim.ttl), self.maxlen]
+        for last, events in entries:
+            args += [last, f"{claim.base}-{last}", pack(events)]
+        async with self._guard():
+            await self._close_script(keys=list(keys), args=args)
+
+    async def _abandon(self, claim: Claim) -> None:
+        keys = self._keys(claim.stream_id)
+        async with self._guard():
+            await self._abandon_script(
+                keys=list(keys), args=[claim.token, self._keep_ms(claim.ttl)]
+            )
+
+    # -- reader side -------------------------------------------------------------------
+    async def _fetch(
+        self,
+        stream_id: str,
+        cursor: Cursor | None,
+        *,
+        owner: str | None,
+        check_owner: bool,
+        count: int,
+    ) -> Snapshot:
+        keys = self._keys(stream_id)
+        start = "-" if cursor is None else f"({cursor[0]}-{cursor[1]}"
+
+        async def attempt() -> list[Any]:
+            # The lease first: a producer writes its end before it releases the lease,
+            # so "no lease" here means the entries below include any end.
+            pipe = self._client.pipeline(transaction=False)
+            if check_owner:
+                pipe.get(keys.meta)
+            pipe.exists(keys.lease)
+            pipe.xrange(keys.entries, "-", "+", count=1)
+            pipe.xrange(keys.entries, start, "+", count=count)
+            return await pipe.execute(raise_on_error=False)
+
+        results = await self._call(attempt)
+        if check_owner:
+            meta = results.pop(0)
+            if not isinstance(meta, bytes) or not same_owner(meta.decode(), owner):
+                raise StreamNotFound(_NOT_FOUND)
+        alive, first, entries = results
+        if not first or isinstance(first, Exception):
+            raise StreamNotFound(_NOT_FOUND)
+        base, number = _parse_id(first[0][0])
+        first_events = unpack(first[0][1][_FIELD.encode()])
+        return Snapshot(
+            base=base,
+            first=number - len(first_events) + 1,
+            alive=alive == 1,
+            entries=[] if isinstance(entries, Exception) else _entries(entries),
+        )
+
+    async def _last(self, stream_id: str) -> Entry | None:
+        keys = self._keys(stream_id)
+
+        async def attempt() -> list[Any]:
+            return cast(list[Any], await self._client.xrevrange(keys.entries, "+", "-", count=1))
+
+        found = await self._call(attempt)
+        return _entries(found)[0] if found else None
+
+    def _watch(self, watcher: Watcher) -> None:
+        self._follower.add(watcher, self._keys(watcher.stream_id).entries)
+
+    def _unwatch(self, watcher: Watcher) -> None:
+        self._follower.remove(watcher, self._keys(watcher.stream_id).entries)
+
+    async def aclose(self) -> None:
+        """Stop this relay's producers and readers, then close its connections."""
+        await super().aclose()
+        await self._follower.aclose()
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
+
+
+def _parse_id(raw: bytes) -> tuple[int, int]:
+    ms, _, number = raw.partition(b"-")
+    return int(ms), int(number)
+
+
+def _entries(raw: list[Any]) -> list[Entry]:
+    field = _FIELD.encode()
+    return [(_parse_id(entry_id)[1], unpack(fields[field])) for entry_id, fields in raw]
+
+
+class _Follower:
+    """One loop per relay: follows every watched stream with one blocking XREAD.
+
+    A reader that registers while the XREAD blocks wakes it with an entry on this
+    relay's own wake key, which the XREAD also reads from its last seen id, so no wake is
+    missed. Every ``interval`` seconds it checks the leases of the streams that got no
+    entry since the last check, and sends the readers of a stream without a lease to
+    storage (where they find the end, or report ProducerLost). Any failure sends every
+    reader to storage, which retries for ``timeout`` before RelayUnavailable.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        pool_client: Redis,
+        *,
+        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        wake_key: str,
+        interval: float,
+    ) -> None:
+        self._client = client  # its own connection, for XREAD BLOCK
+        self._pool_client = pool_client
+        self._guard = guard
+        self._interval = interval
+        self._watched: dict[str, set[Watcher]] = {}
+        self._active: dict[str, float] = {}  # key -> when it last had an entry (or a check)
+        self._task: asyncio.Task[None] | None = None
+        self._wake_key = wake_key
+        self._wake_id = "0-0"
+        self._blocking = False
+        self._waking = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, watcher: Watcher, key: str) -> None:
+        self._watched.setdefault(key, set()).add(watcher)
+        self._active.setdefault(key, time.monotonic())
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="kagura.relay follower"
+            )
+        elif self._blocking and not self._waking:
+            self._waking = True
+            task = asyncio.get_running_loop().create_task(self._wake())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def remove(self, watcher: Watcher, key: str) -> None:
+        watchers = self._watched.get(key)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watched[key]
+                self._active.pop(key, None)
+
+    async def _wake(self) -> None:
+        try:
+            async with self._guard():
+                pipe = self._pool_client.pipeline(transaction=False)
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.pexpire(self._wake_key, 3_600_000)
+                await pipe.execute()
+        except RelayUnavailable:
+            pass  # the loop's own block ends within its interval anyway
+
+    async def _run(self) -> None:
+        interval = self._interval
+        next_check = time.monotonic() + interval
+        try:
+            while self._watched:
+                streams: dict[str, str] = {}
+                for key, watchers in self._watched.items():
+                    some = next(iter(watchers))
+                    streams[key] = f"{some.base}-{min(w.cursor for w in watchers)}"
+                streams[self._wake_key] = self._wake_id
+                block = max(1, round((next_check - time.monotonic()) * 1000))
+                try:
+                    self._blocking = True
+                    async with self._guard():
+                        response = cast(
+                            list[Any],
+                            await self._client.xread(
+                                cast(Any, streams), count=_FOLLOW_COUNT, block=block
+                            ),
+                        )
+                    self._blocking = self._waking = False  # a reader added now wakes the next
+                    self._deliver(response or [])
+                    if time.monotonic() >= next_check:
+                        await self._check_leases(interval)
+                        next_check = time.monotonic() + interval
+                except RelayUnavailable as exc:
+                    self._blocking = self._waking = False
+                    _log.warning("relay.follow_failed", error=str(exc))
+                    self._detach_all()
+                    await asyncio.sleep(interval)
+        finally:
+            self._blocking = False
+            self._detach_all()
+
+    def _deliver(self, response: list[Any]) -> None:
+        now = time.monotonic()
+        for raw_key, raw_entries in response:
+            key = raw_key.decode()
+            if key == self._wake_key:
+                self._wake_id = raw_entries[-1][0].decode()
+                continue
+            watchers = self._watched.get(key)
+            if not watchers:
+                continue
+            self._active[key] = now
+            entries = _entries(raw_entries)
+            for watcher in list(watchers):
+                if not watcher.deliver(entries):
+                    self.remove(watcher, key)
+
+    async def _check_leases(self, interval: float) -> None:
+        now = time.monotonic()
+        idle = [key for key, when in self._active.items() if now - when >= interval]
+        if not idle:
+            return
+        async with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for key in idle:
+                pipe.exists(key.removesuffix("entries") + "lease")
+            alive: list[Any] = await pipe.execute()
+        now = time.monotonic()
+        for key, held in zip(idle, alive, strict=True):
+            if held:
+                self._active[key] = now
+                continue
+            for watcher in list(self._watched.get(key, ())):
+                self.remove(watcher, key)
+                watcher.detach()
+
+    def _detach_all(self) -> None:
+        for key, watchers in list(self._watched.items()):
+            for watcher in list(watchers):
+                self.remove(watcher, key)
+                watcher.detach()
+
+    async def aclose(self) -> None:
+        self._detach_all()
+        for task in [self._task, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
