@@ -5,9 +5,11 @@
 
 ``make bench`` (``python -m benchmarks``) rewrites the page after the benchmarks ran, and
 ``tests/test_docs_benchmarks.py`` fails when the committed page is not what the committed
-results give. Every figure on the page comes from the JSON; the prose around the tables says
-how each was measured, never what it was. The section between the ``summary`` markers is
-included in the streaming guide (pymdownx.snippets), so it holds no relative links.
+results give. The SVG charts it embeds (``benchmarks/charts.py``, docs/en/assets/bench/) are
+written with it, from the same JSON. Every figure on the page comes from the JSON; the prose
+around the tables says how each was measured, never what it was. The section between the
+``summary`` markers is included in the streaming guide (pymdownx.snippets), so it holds no
+relative links (nor charts).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import charts
 from benchmarks._report import RESULTS_DIR
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "en" / "benchmarks.md"
@@ -30,6 +33,7 @@ LITELLM = "litellm"
 OPENAI_SDK = "openai SDK"
 
 Json = dict[str, Any]
+CHART_ALT = {name: alt for name, (_, _, alt) in charts.CHARTS.items()}
 
 
 def num(value: float | None, unit: str = "") -> str:
@@ -76,6 +80,11 @@ def targets_table(targets: Sequence[Json]) -> str:
 
 def _verdict(passed: bool) -> str:
     return "pass" if passed else "**fail**"
+
+
+def chart(name: str) -> str:
+    """An SVG chart from benchmarks/charts.py (written with the page, from the same JSON)."""
+    return f"![{CHART_ALT[name]}](assets/bench/{name}.svg)"
 
 
 def load(results: Path) -> dict[str, Json]:
@@ -325,6 +334,8 @@ def concurrency_section(r: Json) -> str:
             "- *CPU per chunk*: the client's CPU over the run, connections included, per chunk; "
             "*client / server CPU*: each process's CPU time over the run's wall time.",
             "",
+            chart("concurrency"),
+            "",
             table(
                 [
                     "client",
@@ -448,6 +459,8 @@ def partial_parse_section(r: Json) -> str:
         "`experimental_allow_partial` per chunk; skipped where the previous size predicts too "
         "long a run), and into `parse_model(Catalog)` (one validation at the end). Wall "
         f"clock, best of {r['repeat']} (one run for the re-parse); emissions in brackets.",
+        "",
+        chart("partial_parse"),
         "",
         table(
             [
@@ -604,6 +617,141 @@ def protocols_section(r: Json) -> str:
     )
 
 
+def telemetry_section(r: Json) -> str:
+    def signed(value: float) -> str:
+        return f"+{num(value)}" if value >= 0 else num(value)
+
+    baseline = "not instrumented"  # the row the others are compared with
+    rows = [
+        [
+            length.removesuffix(" chunks"),
+            client,
+            num(m["median_us"]),
+            "" if client == baseline else signed(m["added_us"]),
+            num(m["min_us"]),
+            "" if client == baseline else signed(m["added_us_per_call"]),
+        ]
+        for length, clients in r["summary"].items()
+        for client, m in clients.items()
+    ]
+    versions = ", ".join(f"{name} {v}" for name, v in r["opentelemetry"].items())
+    return "\n".join(
+        [
+            "## Telemetry { #telemetry }",
+            "",
+            "`bench_telemetry`: what [`kagura.telemetry`](telemetry.md) adds to a stream. "
+            "Each client streams answers through `call_llm_stream` from the in-process "
+            f"`kagura/replay` model (no network), {r['chunks_per_sample']:,} chunks per sample: "
+            "*not instrumented* (`instrument()` never called), *no provider* (`instrument()` "
+            "with OpenTelemetry's global providers unset) and *SDK provider* (`instrument()` "
+            "with the SDK's `TracerProvider`, a `SimpleSpanProcessor` into an "
+            "`InMemorySpanExporter`, and a `MeterProvider` with an `InMemoryMetricReader`: "
+            f"every span and metric recorded; {versions}). *A/A* is a second not-instrumented "
+            "client: the median of its rounds' absolute differences to the first is the "
+            "noise (*A/A noise*) below which a cost is not measured here. CPU µs per chunk, "
+            "medians of "
+            f"{r['rounds']} interleaved rounds (the order rotating); *added* is the median of "
+            "each round's difference to the same round's not-instrumented sample, *per call* "
+            "that times the answer's chunks (a span is per call, never per chunk).",
+            "",
+            table(
+                [
+                    "answer chunks",
+                    "client",
+                    "CPU µs/chunk (median)",
+                    "added",
+                    "CPU µs/chunk (min)",
+                    "added per call µs",
+                ],
+                rows,
+            ),
+            "",
+            targets_table(r.get("targets", [])),
+        ]
+    )
+
+
+def peers_section(r: Json) -> str:
+    versions = ", ".join(f"{name} {v or 'not installed'}" for name, v in r["versions"].items())
+    text_rows = [
+        [
+            name,
+            m["settings"].replace("|", "\\|"),
+            num(m["cpu_us_per_chunk"]),
+            num(m["min_cpu_us_per_chunk"]),
+            times(m["ratio_to_kagura"]),
+            num(m["first_chunk_fresh_process_s"] * 1e3)
+            if m.get("first_chunk_fresh_process_s") is not None
+            else "n/a",
+        ]
+        for name, m in r["text"].items()
+    ]
+    sizes = list(r["structured"])
+    structured_rows: list[list[str]] = []
+    for name, setting in r["structured_settings"].items():
+        cells = [name, setting.replace("|", "\\|")]
+        for kb in sizes:
+            size = r["structured"][kb]
+            if name in size["clients"]:
+                c = size["clients"][name]
+                runs = "1 run" if c["runs"] == 1 else f"median of {c['runs']}"
+                cells.append(f"{num(c['cpu_s_median'], 's')} ({c['objects']:,}; {runs})")
+            elif name in size["skipped"]:
+                cells.append(f"not run (about {num(size['skipped'][name], 's')} predicted)")
+            else:
+                cells.append("n/a")
+        structured_rows.append(cells)
+    return "\n".join(
+        [
+            "## Side by side with the alternatives { #peers }",
+            "",
+            "`bench_peers`, in an environment of its own (`make bench-peers` makes "
+            "`.venv-peers`: the peers pin versions kagura's environment does not allow): "
+            f"{versions}. Every client reads from the loopback server in another process, "
+            "in interleaved rounds after a warm-up, and each one's output is checked: the "
+            "text joined equals the text served; the last partial object, validated, equals "
+            "the document's `Catalog`.",
+            "",
+            f"Plain text: one answer of {r['chunks']:,} chunks read to the end, the client's "
+            f"CPU per chunk as in the [transport benchmark](#transports) (medians and minimums "
+            f"of {r['rounds']} rounds); a fresh process to its first chunk as in the [cold "
+            f"start benchmark](#cold-start) (median of {r['cold_rounds']}).",
+            "",
+            chart("peers_cpu"),
+            "",
+            chart("peers_first_chunk"),
+            "",
+            table(
+                [
+                    "client",
+                    "settings",
+                    "CPU µs/chunk (median)",
+                    "CPU µs/chunk (min)",
+                    "x kagura",
+                    "fresh process to first chunk ms",
+                ],
+                text_rows,
+            ),
+            "",
+            "A structured answer with partial objects: the catalog of the [partial parsing "
+            "benchmark](#partial-parse) served as the answer's text in "
+            f"{r['doc_chunk_chars']}-character chunks; the client process's CPU per document "
+            f"(median of up to {r['structured_rounds']} runs), partial objects seen in "
+            f"brackets. A client whose smaller document predicts more than "
+            f"{num(r['slow_limit_s'], 's')} at the larger size runs at the smaller size only, "
+            "and one that takes more than a third of that per document runs once. The openai "
+            "SDK and litellm have no partial objects of their own.",
+            "",
+            chart("peers_structured"),
+            "",
+            table(
+                ["client", "settings", *(f"about {kb} KB" for kb in sizes)],
+                structured_rows,
+            ),
+        ]
+    )
+
+
 def doubling_table(
     runs: Sequence[Json],
     target: float,
@@ -636,6 +784,8 @@ SECTIONS: dict[str, Callable[[Json], str]] = {
     "partial_parse": partial_parse_section,
     "hedging": hedging_section,
     "protocols": protocols_section,
+    "telemetry": telemetry_section,
+    "peers": peers_section,
 }
 
 
@@ -689,8 +839,9 @@ def main(argv: Sequence[str] = sys.argv[1:]) -> int:
         if PAGE.read_text(encoding="utf-8") != render():
             print(f"{PAGE} is out of date: run python -m benchmarks.report_docs")
             return 1
-        return 0
+        return charts.main(["--check"])
     print(f"{'wrote' if write() else 'unchanged:'} {PAGE}")
+    charts.main([])
     return 0
 
 
