@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _redis_server import RedisServer, free_port, need_redis
 from _relay_helpers import drain, events, items, read_all, until_done
 
+from _redis_server import RedisServer, free_port, need_redis
 from kagura.errors import ConfigError, ProducerLost, RelayUnavailable, StreamNotFound
 from kagura.events import TextDelta
 from kagura.relay import RedisRelay, new_stream_id
