@@ -31,6 +31,7 @@ from kagura.testing.loopback._dialect import (
     Context,
     Event,
     Plan,
+    bearer_token,
     finish_reason,
     numbered_calls,
     usage_counts,
@@ -334,8 +335,7 @@ class AnthropicDialect:
         key = req.headers.get("x-api-key")
         if key:
             return key
-        scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        return token if scheme.lower() == "bearer" else None
+        return bearer_token(req)
 
     def plan(self, script: Script, ctx: Context) -> Plan:
         return plan(script, ctx)

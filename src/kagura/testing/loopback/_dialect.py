@@ -26,6 +26,7 @@ __all__ = [
     "Dialect",
     "Event",
     "Plan",
+    "bearer_token",
     "finish_reason",
     "numbered_calls",
     "usage_counts",
@@ -102,6 +103,12 @@ class Dialect(Protocol):
     def error_event(self, script: Script, model: str) -> bytes:
         """The SSE event that reports an error in the middle of a stream."""
         ...
+
+
+def bearer_token(req: RecordedRequest) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if the request has one."""
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
 
 
 def numbered_calls(script: Script) -> list[tuple[int, str, ScriptedToolCall]]:

@@ -31,6 +31,7 @@ from kagura.testing.loopback._dialect import (
     Context,
     Event,
     Plan,
+    bearer_token,
     finish_reason,
     numbered_calls,
     usage_counts,
@@ -291,8 +292,7 @@ class GeminiDialect:
         for name, value in parse_qsl(req.query):
             if name == "key":
                 return value
-        scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        return token if scheme.lower() == "bearer" else None
+        return bearer_token(req)
 
     def plan(self, script: Script, ctx: Context) -> Plan:
         return plan(script, ctx)

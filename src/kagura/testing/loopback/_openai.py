@@ -17,6 +17,7 @@ from kagura.testing.loopback._dialect import (
     Context,
     Event,
     Plan,
+    bearer_token,
     finish_reason,
     numbered_calls,
     usage_counts,
@@ -155,8 +156,7 @@ class OpenAIDialect:
         )
 
     def credential(self, req: RecordedRequest) -> str | None:
-        scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        return token if scheme.lower() == "bearer" else None
+        return bearer_token(req)
 
     def plan(self, script: Script, ctx: Context) -> Plan:
         return plan(script, ctx)
