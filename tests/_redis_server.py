@@ -72,6 +72,13 @@ class RedisServer:
             process.kill()
             process.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to its clients (or its cluster peers)."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait(5)
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -96,3 +103,106 @@ def need_redis() -> None:
         if os.environ.get("CI"):
             pytest.fail(reason + " (CI is set: they may not skip)")
         pytest.skip(reason)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``size`` primaries (redis-server processes) on 127.0.0.1.
+
+    The slots are shared out evenly with ``CLUSTER ADDSLOTSRANGE`` and the nodes meet;
+    :meth:`start` returns once every node sees the whole cluster and says it is ok.
+    """
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        # Each node's cluster bus on a free port of its own (the default, port + 10000,
+        # may be taken or above 65535).
+        self.bus_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            RedisServer(
+                directory / f"node{i}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / f"node{i}" / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-port",
+                str(self.bus_ports[i]),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """The URL of one node (a cluster client finds the others from it)."""
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        size = len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            node.directory.mkdir(parents=True, exist_ok=True)
+            node.start()
+            node.client().execute_command(
+                "CLUSTER", "ADDSLOTSRANGE", i * 16384 // size, (i + 1) * 16384 // size - 1
+            )
+        for node in self.nodes:  # every node meets every other: the cluster forms sooner
+            for other, bus_port in zip(self.nodes, self.bus_ports, strict=True):
+                if other is not node:
+                    node.client().execute_command(
+                        "CLUSTER", "MEET", "127.0.0.1", other.port, bus_port
+                    )
+        try:
+            self.wait_ready()
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def wait_ready(self) -> None:
+        """Return once every node sees the whole cluster and says it is ok."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not all(self._ready(node) for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not come up")
+            time.sleep(0.02)
+
+    def _ready(self, node: RedisServer) -> bool:
+        if node.process is None:
+            return False
+        client = node.client()
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        known = client.execute_command("CLUSTER", "NODES")
+        nodes = known.decode() if isinstance(known, bytes) else str(known)
+        return "cluster_state:ok" in text and nodes.count("connected") == len(self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def keys(self, pattern: str) -> list[bytes]:
+        """The keys matching ``pattern`` on every node."""
+        return [key for node in self.nodes for key in node.client().keys(pattern)]
+
+    def node_of(self, slot: int) -> int:
+        """The index of the node that serves ``slot`` now."""
+        slots = self.nodes[0].client().execute_command("CLUSTER", "SLOTS")
+        ports = [node.port for node in self.nodes]
+        for low, high, primary, *_ in slots:
+            if low <= slot <= high:
+                return ports.index(int(primary[1]))
+        raise LookupError(slot)
+
+    def migrate_slot(self, slot: int, target: int, *, pause: float = 0.0) -> None:
+        """Move ``slot`` to node ``target`` the way a reshard does, key by key (``pause``
+        seconds after each key, so that clients meet the slot half moved)."""
+        source = self.node_of(slot)
+        src, dst = self.nodes[source].client(), self.nodes[target].client()
+        src_id, dst_id = src.execute_command("CLUSTER MYID"), dst.execute_command("CLUSTER MYID")
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+            src.execute_command(
+                "MIGRATE", "127.0.0.1", self.nodes[target].port, "", 0, 5000, "KEYS", *keys
+            )
+            time.sleep(pause)
+        for node in self.nodes:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)

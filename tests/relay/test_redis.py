@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 import pytest
 from _relay_helpers import drain, events, items, read_all, until_done
 
-from _redis_server import RedisServer, free_port, need_redis
+from _redis_server import RedisClusterServers, RedisServer, free_port, need_redis
 from kagura.errors import ConfigError, ProducerLost, RelayUnavailable, StreamNotFound
 from kagura.events import TextDelta
 from kagura.relay import RedisRelay, new_stream_id
+from kagura.relay._redis import shard_tag
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -78,13 +80,102 @@ async def test_200_readers_share_a_bounded_number_of_connections(
     assert 1 <= most <= 4 + 1  # the pool, and the follow loop's own
 
 
+async def test_a_cluster_spreads_streams_over_its_nodes_with_bounded_connections(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """On a Cluster one XREAD reaches one slot: the readers follow each shard with a loop
+    of its own, so a node sees at most the pool and one connection per shard it holds."""
+    from redis.crc import key_slot
+
+    shards = 16
+    options: dict[str, Any] = {"cluster": True, "shards": shards, "prefix": "spread"}
+    producers = RedisRelay(redis_cluster.url, max_connections=20, **options)
+    readers = RedisRelay(
+        f"{redis_cluster.url}?client_name=cluster-readers", max_connections=4, **options
+    )
+    streams = [new_stream_id() for _ in range(60)]
+    words = [f"{i} " for i in range(40)]
+    async with producers, readers:
+        for stream_id in streams:
+            await producers.publish(stream_id, items(words, delay=0.01, every=2))
+        tasks = [asyncio.create_task(events(readers, stream_id)) for stream_id in streams * 2]
+        most = [0] * len(redis_cluster.nodes)
+        while not all(task.done() for task in tasks):
+            for i, node in enumerate(redis_cluster.nodes):
+                most[i] = max(most[i], clients_named(node, "cluster-readers"))
+            await asyncio.sleep(0.02)
+        results = [task.result() for task in tasks]
+    assert all(result == words for result in results)
+    held = [len(node.client().keys("spread:*:entries")) for node in redis_cluster.nodes]
+    assert sum(held) == len(streams)
+    assert all(held), f"every node holds some of the streams: {held}"
+    for i, node in enumerate(redis_cluster.nodes):
+        low, high = i * 16384 // 3, (i + 1) * 16384 // 3
+        tags = {shard_tag(shard, shards) for shard in range(shards)}
+        on_node = sum(1 for tag in tags if low <= key_slot(tag.encode()) < high)
+        print(f"node {i}: {held[i]} streams, {on_node} shards, at most {most[i]} connections")
+        assert 1 <= most[i] <= 4 + on_node, node.port
+
+
+async def test_a_killed_cluster_node_gives_typed_errors_and_the_cluster_recovers(
+    tmp_path: Path,
+) -> None:
+    need_redis()
+    cluster = RedisClusterServers(tmp_path)
+    cluster.start()
+    outcomes: list[object] = []
+    try:
+        options: dict[str, Any] = {"cluster": True, "timeout": 1.0, "lease": 1.0}
+        async with (
+            RedisRelay(cluster.url, **options) as producer,
+            RedisRelay(cluster.nodes[2].url, **options) as reader,
+        ):
+            streams = [new_stream_id() for _ in range(12)]
+            words = [f"{i} " for i in range(400)]  # 8 s: longer than the test's fault
+            for stream_id in streams:
+                await producer.publish(stream_id, items(words, delay=0.02))
+
+            async def outcome(stream_id: str) -> object:
+                try:
+                    return await events(reader, stream_id)
+                except (RelayUnavailable, ProducerLost) as exc:
+                    return type(exc)
+
+            tasks = [asyncio.create_task(outcome(stream_id)) for stream_id in streams]
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(cluster.nodes[1].kill)
+            async with asyncio.timeout(30):
+                outcomes = list(await asyncio.gather(*tasks))
+            await asyncio.to_thread(cluster.nodes[1].start)  # rejoins from nodes.conf
+            await asyncio.to_thread(cluster.wait_ready)
+            again = new_stream_id()
+            async with asyncio.timeout(30):
+                while True:  # the relays find the node again (their clients retry)
+                    try:
+                        await producer.publish(again, items(["back"]))
+                        break
+                    except RelayUnavailable:
+                        await asyncio.sleep(0.2)
+                assert await events(reader, again) == ["back"]
+    finally:
+        cluster.stop()
+    print(f"\noutcomes: {sorted(str(o) for o in outcomes)}")
+    assert all(o in (RelayUnavailable, ProducerLost) for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
 async def test_a_reader_of_another_stream_wakes_the_follow_loop(
-    redis_server: RedisServer,
+    where: str, request: pytest.FixtureRequest
 ) -> None:
     """The loop blocks up to a second on the streams it follows (lease 60 s); a reader of a
-    new stream must not wait for that block to end."""
-    async with RedisRelay(redis_server.url, lease=60) as relay:
-        followed, joined = new_stream_id(), new_stream_id()
+    new stream must not wait for that block to end. (On a Cluster: a new stream of the
+    same shard, which the same loop follows.)"""
+    server = request.getfixturevalue("redis_server" if where == "redis" else "redis_cluster")
+    async with RedisRelay(server.url, lease=60, cluster=where == "cluster") as relay:
+        followed = new_stream_id()
+        joined = new_stream_id()
+        while relay._shard(joined) != relay._shard(followed):  # pyright: ignore[reportPrivateUsage]
+            joined = new_stream_id()
         sent_at: dict[str, float] = {}
 
         async def timed(words: list[str], pause: float) -> AsyncIterator[str]:
@@ -112,19 +203,45 @@ async def test_the_keys_of_a_stream_share_a_hash_tag(redis_server: RedisServer) 
     stream_id = new_stream_id()
     async with RedisRelay(redis_server.url, prefix="app") as relay:
         await relay.publish(stream_id, items(["x"], delay=0.2))
-        keys = sorted(k.decode() for k in redis_server.client().keys(f"app:{{{stream_id}}}:*"))
-        assert keys == [f"app:{{{stream_id}}}:{part}" for part in ("entries", "lease", "meta")]
+        keys = sorted(k.decode() for k in redis_server.client().keys(f"app:*:{stream_id}:*"))
+        tag = keys[0].split(":")[1]
+        assert tag.startswith("{")
+        assert tag.endswith("}")
+        assert keys == [f"app:{tag}:{stream_id}:{part}" for part in ("entries", "lease", "meta")]
         assert len({key_slot(key.encode()) for key in keys}) == 1
         await read_all(relay, stream_id)
         client = redis_server.client()
-        assert not client.exists(f"app:{{{stream_id}}}:lease")
-        ttl_ms = client.pttl(f"app:{{{stream_id}}}:entries")
+        assert not client.exists(f"app:{tag}:{stream_id}:lease")
+        ttl_ms = client.pttl(f"app:{tag}:{stream_id}:entries")
         assert 3_500_000 <= ttl_ms <= 3_600_000, "ttl after the end"
-        assert client.get(f"app:{{{stream_id}}}:meta") == b"-", "no owner, and never a value"
+        assert client.get(f"app:{tag}:{stream_id}:meta") == b"-", "no owner, and never a value"
         await relay.publish(stream := new_stream_id(), items([]), owner="alice@example.com")
-        stored = client.get(f"app:{{{stream}}}:meta")
+        [meta] = client.keys(f"app:*:{stream}:meta")
+        stored = client.get(meta)
         assert b"alice" not in stored
         assert len(stored) == 64
+
+
+@pytest.mark.parametrize("shards", [1, 3, 16, 256])
+def test_streams_spread_evenly_over_the_shards_and_the_shards_over_the_slots(
+    shards: int,
+) -> None:
+    from redis.crc import key_slot
+
+    relay = RedisRelay(shards=shards)
+    tags = [relay._keys(new_stream_id()).entries.split(":")[1] for _ in range(4000)]  # pyright: ignore[reportPrivateUsage]
+    counts = Counter(tags)
+    assert len(counts) == shards
+    assert max(counts.values()) < 2 * 4000 / shards + 40
+    slots = sorted(key_slot(tag.encode()) for tag in counts)
+    for shard, slot in enumerate(slots):  # one tag in each 1/shards of the slots
+        assert shard * 16384 // shards <= slot < (shard + 1) * 16384 // shards
+
+
+@pytest.mark.parametrize("shards", [0, 257, 1.5, True, "4"])
+def test_bad_shard_counts_are_refused(shards: Any) -> None:
+    with pytest.raises(ConfigError, match="shards"):
+        RedisRelay(shards=shards)
 
 
 async def test_retention_bounds_a_running_streams_length(redis_server: RedisServer) -> None:
@@ -137,9 +254,10 @@ async def test_retention_bounds_a_running_streams_length(redis_server: RedisServ
                 await asyncio.sleep(0.0002)
 
         await relay.publish(stream_id, slow())
+        key = relay._keys(stream_id).entries  # pyright: ignore[reportPrivateUsage]
         longest = 0
         while await relay.status(stream_id) == "running":
-            longest = max(longest, redis_server.client().xlen(f"kagura:{{{stream_id}}}:entries"))
+            longest = max(longest, redis_server.client().xlen(key))
             await asyncio.sleep(0.01)
     assert 50 <= longest <= 50 + 100, "MAXLEN ~ trims whole nodes (100 entries)"
 
@@ -263,13 +381,16 @@ async def test_a_restarted_server_gives_typed_errors_not_a_hang(
         assert got == words
 
 
-async def test_an_unreachable_server_is_relay_unavailable_in_time() -> None:
-    relay = RedisRelay(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+@pytest.mark.parametrize("cluster", [False, True])
+async def test_an_unreachable_server_is_relay_unavailable_in_time(cluster: bool) -> None:
+    relay = RedisRelay(f"redis://:pw-8a1d@127.0.0.1:{free_port()}/0", timeout=0.5, cluster=cluster)
     started = time.monotonic()
-    with pytest.raises(RelayUnavailable):
+    with pytest.raises(RelayUnavailable) as publishing:
         await relay.publish(new_stream_id(), items(["x"]))
-    with pytest.raises(RelayUnavailable):
+    with pytest.raises(RelayUnavailable) as reading:
         await read_all(relay, new_stream_id())
+    for error in (publishing.value, reading.value):
+        assert "pw-8a1d" not in str(error)
     await relay.aclose()
     assert time.monotonic() - started < 5
 
@@ -283,3 +404,64 @@ def test_the_url_is_checked_and_its_password_never_shown() -> None:
     for options in ({"prefix": "a{b}"}, {"prefix": ""}, {"max_connections": 0}, {"lease": 0}):
         with pytest.raises(ConfigError):
             RedisRelay("redis://127.0.0.1:1/0", **options)
+
+
+async def test_a_server_of_the_other_kind_is_a_config_error_that_says_so(
+    redis_server: RedisServer, redis_cluster: RedisClusterServers
+) -> None:
+    async with RedisRelay(redis_server.url, cluster=True, timeout=1.0) as relay:
+        with pytest.raises(ConfigError, match="not a Redis Cluster node"):
+            await relay.publish(new_stream_id(), items(["x"]))
+    async with RedisRelay(redis_cluster.url, timeout=1.0) as relay:
+        # Node 0 holds a third of the slots: a stream of another node's is MOVED.
+        stream_id = new_stream_id()
+        while relay._shard(stream_id) < 6:  # pyright: ignore[reportPrivateUsage]
+            stream_id = new_stream_id()
+        with pytest.raises(ConfigError, match=r"cluster=True"):
+            await relay.publish(stream_id, items(["x"]))
+        with pytest.raises(ConfigError, match=r"cluster=True"):
+            await read_all(relay, stream_id)
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [("unix:///tmp/redis.sock", "over TCP"), ("redis://127.0.0.1:7000/3", "database 0")],
+)
+def test_cluster_urls_are_checked(url: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        RedisRelay(url, cluster=True)
+
+
+async def test_a_stream_whose_slot_moves_mid_stream_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """A reshard moves a running stream's keys to another node one by one: the producer
+    and the reader meet ASK, TRYAGAIN and MOVED, and go on."""
+    from redis.crc import key_slot
+
+    need_redis()
+    cluster = RedisClusterServers(tmp_path)
+    cluster.start()
+    try:
+        async with (
+            RedisRelay(cluster.url, cluster=True) as producer,
+            RedisRelay(cluster.url, cluster=True) as reader,
+        ):
+            streams = [new_stream_id() for _ in range(3)]
+            while len({producer._shard(s) for s in streams}) > 1:  # pyright: ignore[reportPrivateUsage]
+                streams[1:] = [new_stream_id() for _ in range(2)]
+            slot = key_slot(producer._keys(streams[0]).entries.encode())  # pyright: ignore[reportPrivateUsage]
+            words = [f"{i} " for i in range(150)]
+            for stream_id in streams:
+                await producer.publish(stream_id, items(words, delay=0.01))
+            tasks = [asyncio.create_task(events(reader, stream_id)) for stream_id in streams]
+            await asyncio.sleep(0.3)
+            source = cluster.node_of(slot)
+            await asyncio.to_thread(cluster.migrate_slot, slot, (source + 1) % 3, pause=0.1)
+            assert cluster.node_of(slot) == (source + 1) % 3
+            async with asyncio.timeout(30):
+                results = await asyncio.gather(*tasks)
+            assert results == [words] * len(streams)
+            assert await events(reader, streams[0]) == words  # read again, from the new node
+    finally:
+        cluster.stop()

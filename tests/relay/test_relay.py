@@ -14,6 +14,7 @@ from _relay_helpers import events, items, read_all, read_until_error, until_done
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from redis.asyncio.cluster import RedisCluster
 
 from kagura import operators as ops
 from kagura.errors import (
@@ -68,9 +69,16 @@ def open_parts(relay: RelayBase) -> dict[str, int]:
     if isinstance(relay, MemoryRelay):
         found["watchers"] = sum(len(s.watchers) for s in relay._streams.values())
     if isinstance(relay, RedisRelay):
-        found["watchers"] = len(relay._follower._watched)
-        found["busy connections"] = len(relay._client.connection_pool._in_use_connections)
+        found["watchers"] = sum(len(f._watched) for f in relay._followers.values())
+        found["busy connections"] = busy_connections(relay._client)
     return found
+
+
+def busy_connections(client: Any) -> int:
+    """Connections taken from a redis-py client's pool (of every node, for a Cluster)."""
+    if isinstance(client, RedisCluster):
+        return sum(len(n._connections) - len(n._free) for n in client.get_nodes())
+    return len(client.connection_pool._in_use_connections)
 
 
 def nothing_open(relay: RelayBase) -> dict[str, int]:
@@ -176,10 +184,15 @@ async def test_resume_while_the_stream_runs(relay: RelayBase) -> None:
 def test_any_sequence_of_disconnects_yields_each_event_once_in_order(
     backend: str, request: pytest.FixtureRequest, reads: list[int]
 ) -> None:
-    url = request.getfixturevalue("redis_server").url if backend == "redis" else ""
+    server = {"redis": "redis_server", "cluster": "redis_cluster"}.get(backend)
+    url = request.getfixturevalue(server).url if server else ""
 
     async def scenario() -> list[str]:
-        relay: RelayBase = MemoryRelay() if backend == "memory" else RedisRelay(url)
+        relay: RelayBase = (
+            MemoryRelay()
+            if backend == "memory"
+            else RedisRelay(url, cluster=server == "redis_cluster")
+        )
         try:
             stream_id = new_stream_id()
             await relay.publish(stream_id, items(WORDS, delay=0.001, every=5))

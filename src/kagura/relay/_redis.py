@@ -1,19 +1,23 @@
 """RedisRelay: relay streams on Redis Streams, shared by every process that reaches the server.
 
-Keys of one stream share a hash tag (``kagura:{<id>}:entries``, ``:lease``, ``:meta``),
-so every command and script of a stream stays on one Cluster slot. Entries are written
-with explicit ids (the id of their last event), so a retried append is harmless. Readers
-of one relay share one connection that follows every stream they read (one ``XREAD
-BLOCK`` over all their keys) and a bounded pool for everything else.
+Keys of one stream share a hash tag, its shard's (``kagura:{<tag>}:<id>:entries``,
+``:lease``, ``:meta``), so every command and script of a stream stays on one Cluster slot.
+A stream's shard is a hash of its id; the shards' tags lie evenly over the 16384 slots.
+Entries are written with explicit ids (the id of their last event), so a retried append
+is harmless. Readers of one relay share one connection that follows every stream they
+read (one ``XREAD BLOCK`` over all their keys; on a Cluster, where one command reaches
+one slot, one per shard being read) and a bounded pool for everything else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import secrets
 import time
+import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, cast
 
@@ -26,6 +30,7 @@ from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, u
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisRelay"]
@@ -37,6 +42,8 @@ _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _NOT_FOUND: Final = "no such stream"
 _FIELD: Final = "d"
 _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
+_SLOTS: Final = 16384  # a Redis Cluster's hash slots
+_MAX_SHARDS: Final = 256
 
 # KEYS: meta, lease, entries. ARGV: owner, token, lease ms, keep ms, start id, start entry.
 _CLAIM: Final = """
@@ -89,12 +96,18 @@ class _Keys(NamedTuple):
 
 
 class RedisRelay(RelayBase):
-    """Relay streams on a Redis server (Redis Streams; Redis 6.2 or later).
+    """Relay streams on a Redis server or Redis Cluster (Redis Streams; Redis 6.2 or later).
 
     Args:
         url: the server, as redis-py reads it (``redis://[:password@]host:port/db``,
-            ``rediss://`` for TLS, ``unix://``).
-        prefix: the first part of every key (``<prefix>:{<stream id>}:entries``...).
+            ``rediss://`` for TLS, ``unix://``); with ``cluster``, any node of the Cluster
+            (the others are found from it).
+        cluster: the URL is a node of a Redis Cluster.
+        prefix: the first part of every key (``<prefix>:{<tag>}:<stream id>:entries``...).
+        shards: how many hash tags the streams are spread over (1 to 256): on a Cluster,
+            the slots (and so the nodes) that share the streams, and at most how many
+            follow connections the readers of one relay use. Every process of a service
+            must use the same ``prefix`` and ``shards``.
         maxlen: entries kept per stream while it runs (``MAXLEN ~``; an entry holds the
             events of one batch). A reader asking for older ones gets EntriesTrimmed.
         batch_window: seconds a producer gathers events into one entry (one ``XADD``).
@@ -102,14 +115,21 @@ class RedisRelay(RelayBase):
             it); readers see ProducerLost about this long after a producer dies.
         timeout: seconds allowed for any one exchange with the server, a free connection
             included; readers retry that long before RelayUnavailable.
-        max_connections: the pool's bound; the readers' follow loop has one more.
+        max_connections: the pool's bound (on a Cluster, per node); the readers' follow
+            loop has one more (on a Cluster, one per shard being read).
+
+    Example:
+        >>> RedisRelay("redis://:hunter2@localhost:6379/0", shards=32)
+        RedisRelay('redis://:[REDACTED]@localhost:6379/0', prefix='kagura', shards=32, maxlen=10000)
     """
 
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",
         *,
+        cluster: bool = False,
         prefix: str = "kagura",
+        shards: int = 16,
         maxlen: int = 10_000,
         batch_window: float = 0.002,
         lease: float = 4.0,
@@ -127,12 +147,16 @@ class RedisRelay(RelayBase):
             raise ImportError("RedisRelay needs redis-py: pip install 'kagura[relay]'") from exc
         if _PREFIX.fullmatch(prefix) is None:
             raise ConfigError("prefix is 1 to 64 characters of A-Z, a-z, 0-9 and _ . : -")
+        if type(shards) is not int or not 1 <= shards <= _MAX_SHARDS:
+            raise ConfigError(f"shards is an int from 1 to {_MAX_SHARDS}")
         if not 1 <= max_connections <= 1000:
             raise ConfigError("max_connections is an int from 1 to 1000")
         for secret in secrets_in_url(url):
             remember_secret(secret)
         self._url = redact_url(url)
         self._prefix = prefix
+        self._shards = shards
+        self._cluster = bool(cluster)
         self._lease_ms = round(lease * 1000)
         # No retries inside redis-py: a claim retried after its reply was lost would
         # report its own stream as taken. kagura retries where that is safe. No
@@ -152,45 +176,118 @@ class RedisRelay(RelayBase):
             raise ConfigError(redact(f"not a Redis URL: {exc}")) from None
         for name in ("max_connections", "timeout"):  # the relay's own bounds
             options.pop(name, None)
-        pool = BlockingConnectionPool(max_connections=max_connections, timeout=timeout, **options)
-        follow_pool = ConnectionPool(max_connections=1, **options)
-        self._client: Redis = Client(connection_pool=pool)
-        follow_client: Redis = Client(connection_pool=follow_pool)
+        self._in_use: asyncio.Semaphore | None = None
+        self._client: Redis | RedisCluster
+        follow_client: Redis | RedisCluster
+        if self._cluster:
+            # redis-py's Cluster client fails at once when a node's pool is used up, so the
+            # relay bounds how many exchanges it has under way: each needs at most one
+            # connection per node. The follow loops (one per shard) get a client of their own.
+            self._in_use = asyncio.Semaphore(max_connections)
+            self._client = _cluster_client(options, max_connections)
+            follow_client = _cluster_client(options, shards)
+        else:
+            pool = BlockingConnectionPool(
+                max_connections=max_connections, timeout=timeout, **options
+            )
+            self._client = Client(connection_pool=pool)
+            follow_client = Client(connection_pool=ConnectionPool(max_connections=1, **options))
+        self._follow_client = follow_client
         self._claim_script: AsyncScript = self._client.register_script(_CLAIM)
         self._renew_script: AsyncScript = self._client.register_script(_RENEW)
         self._close_script: AsyncScript = self._client.register_script(_CLOSE)
         self._abandon_script: AsyncScript = self._client.register_script(_ABANDON)
-        self._follower = _Follower(
-            follow_client,
-            self._client,
-            guard=self._guard,
-            wake_key=f"{prefix}:wake:{secrets.token_hex(8)}",
-            interval=max(0.05, min(1.0, lease / 8)),
-        )
+        self._followers: dict[int, _Follower] = {}
+        self._wake_token = secrets.token_hex(8)
 
     def __repr__(self) -> str:
-        return f"RedisRelay({self._url!r}, prefix={self._prefix!r}, maxlen={self.maxlen})"
+        cluster = ", cluster=True" if self._cluster else ""
+        return (
+            f"RedisRelay({self._url!r}{cluster}, prefix={self._prefix!r}, "
+            f"shards={self._shards}, maxlen={self.maxlen})"
+        )
+
+    def _shard(self, stream_id: str) -> int:
+        return zlib.crc32(stream_id.encode()) % self._shards
 
     def _keys(self, stream_id: str) -> _Keys:
-        tag = f"{self._prefix}:{{{stream_id}}}:"
+        tag = f"{self._prefix}:{{{shard_tag(self._shard(stream_id), self._shards)}}}:{stream_id}:"
         return _Keys(tag + "meta", tag + "lease", tag + "entries")
+
+    def _follower(self, stream_id: str) -> _Follower:
+        """The loop that follows this stream: one for all, or (Cluster) its shard's."""
+        shard = self._shard(stream_id) if self._cluster else 0
+        follower = self._followers.get(shard)
+        if follower is None:
+            if self._cluster:
+                wake_key = f"{self._prefix}:{{{shard_tag(shard, self._shards)}}}:wake:"
+            else:
+                wake_key = f"{self._prefix}:wake:"
+            follower = self._followers[shard] = _Follower(
+                self._follow_client,
+                self._client,
+                guard=self._guard,
+                pool_guard=self._pooled,
+                wake_key=wake_key + self._wake_token,
+                interval=max(0.05, min(1.0, (self.lease or 4.0) / 8)),
+            )
+        return follower
 
     def _keep_ms(self, ttl: float) -> int:
         return round(ttl * 1000)
 
     @contextlib.asynccontextmanager
     async def _guard(self) -> AsyncGenerator[None]:
-        """Any failure to reach the server, or a late answer, as RelayUnavailable."""
+        """Any failure to reach the server, or a late answer, as RelayUnavailable; a server
+        of the other kind (Cluster or not) than ``cluster`` says, as ConfigError."""
+        from redis.exceptions import (
+            AskError,
+            ClusterError,
+            RedisClusterException,
+            SlotNotCoveredError,
+            TryAgainError,
+        )
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        unreachable = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
         try:
             async with asyncio.timeout(2 * self.timeout):
                 yield
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+        except (
+            *unreachable,
+            ClusterError,  # a Cluster that is down, or failing over
+            TryAgainError,  # or moving slots
+            SlotNotCoveredError,
+        ) as exc:
             raise RelayUnavailable(
                 redact(f"the relay's Redis server did not answer: {exc}")
             ) from None
+        except AskError:  # MOVED or ASK: only a client that is not a Cluster client sees it
+            raise ConfigError(
+                f"{self._url} is a Redis Cluster node: use RedisRelay(url, cluster=True)"
+            ) from None
+        except RedisClusterException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RedisClusterException) and "not enabled" in str(cause):
+                raise ConfigError(
+                    f"cluster=True, but {self._url} is not a Redis Cluster node"
+                ) from None
+            if isinstance(cause, unreachable) or "not covered" in str(exc):
+                raise RelayUnavailable(
+                    redact(f"the relay's Redis Cluster did not answer: {exc}")
+                ) from None
+            raise  # anything else is a bug (a command over several slots): say so
+
+    @contextlib.asynccontextmanager
+    async def _pooled(self) -> AsyncGenerator[None]:
+        """:meth:`_guard` around an exchange on the pool (on a Cluster, once one is free)."""
+        async with self._guard():
+            if self._in_use is None:
+                yield
+            else:
+                async with self._in_use:
+                    yield
 
     async def _call(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """``attempt()`` under :meth:`_guard`, retried for ``timeout`` seconds."""
@@ -198,7 +295,7 @@ class RedisRelay(RelayBase):
         delay = 0.05
         while True:
             try:
-                async with self._guard():
+                async with self._pooled():
                     return await attempt()
             except RelayUnavailable:
                 if self._closed or time.monotonic() + delay > deadline:
@@ -210,7 +307,7 @@ class RedisRelay(RelayBase):
     async def _claim(self, stream_id: str, owner: str | None, ttl: float) -> Claim | None:
         keys = self._keys(stream_id)
         claim = Claim(stream_id, time.time_ns() // 1_000_000, secrets.token_hex(16), ttl)
-        async with self._guard():
+        async with self._pooled():
             taken = await self._claim_script(
                 keys=list(keys),
                 args=[
@@ -228,7 +325,7 @@ class RedisRelay(RelayBase):
         from redis.exceptions import ResponseError
 
         keys = self._keys(claim.stream_id)
-        async with self._guard():
+        async with self._pooled():
             pipe = self._client.pipeline(transaction=False)
             for last, events in entries:
                 pipe.xadd(
@@ -240,6 +337,7 @@ class RedisRelay(RelayBase):
                     nomkstream=True,
                 )
             results: list[Any] = await pipe.execute(raise_on_error=False)
+            _raise_unavailable(results)
         for result in results:
             if result is None:
                 return False  # the stream expired or the server lost it
@@ -249,7 +347,7 @@ class RedisRelay(RelayBase):
 
     async def _renew(self, claim: Claim) -> bool:
         keys = self._keys(claim.stream_id)
-        async with self._guard():
+        async with self._pooled():
             renewed = await self._renew_script(
                 keys=list(keys),
                 args=[claim.token, self._lease_ms, self._keep_ms(claim.ttl) + self._lease_ms],
@@ -261,12 +359,12 @@ class RedisRelay(RelayBase):
         args: list[Any] = [claim.token, self._keep_ms(claim.ttl), self.maxlen]
         for last, events in entries:
             args += [last, f"{claim.base}-{last}", pack(events)]
-        async with self._guard():
+        async with self._pooled():
             await self._close_script(keys=list(keys), args=args)
 
     async def _abandon(self, claim: Claim) -> None:
         keys = self._keys(claim.stream_id)
-        async with self._guard():
+        async with self._pooled():
             await self._abandon_script(
                 keys=list(keys), args=[claim.token, self._keep_ms(claim.ttl)]
             )
@@ -293,7 +391,9 @@ class RedisRelay(RelayBase):
             pipe.exists(keys.lease)
             pipe.xrange(keys.entries, "-", "+", count=1)
             pipe.xrange(keys.entries, start, "+", count=count)
-            return await pipe.execute(raise_on_error=False)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            _raise_unavailable(results)
+            return results
 
         results = await self._call(attempt)
         if check_owner:
@@ -322,17 +422,70 @@ class RedisRelay(RelayBase):
         return _entries(found)[0] if found else None
 
     def _watch(self, watcher: Watcher) -> None:
-        self._follower.add(watcher, self._keys(watcher.stream_id).entries)
+        self._follower(watcher.stream_id).add(watcher, self._keys(watcher.stream_id).entries)
 
     def _unwatch(self, watcher: Watcher) -> None:
-        self._follower.remove(watcher, self._keys(watcher.stream_id).entries)
+        self._follower(watcher.stream_id).remove(watcher, self._keys(watcher.stream_id).entries)
 
     async def aclose(self) -> None:
         """Stop this relay's producers and readers, then close its connections."""
+        from redis.asyncio import Redis as Client
+
         await super().aclose()
-        await self._follower.aclose()
-        await self._client.aclose()
-        await self._client.connection_pool.disconnect()
+        for follower in list(self._followers.values()):
+            await follower.aclose()
+        for client in (self._follow_client, self._client):
+            await client.aclose()
+            if isinstance(client, Client):
+                await client.connection_pool.disconnect()
+
+
+@functools.cache
+def shard_tag(shard: int, shards: int) -> str:
+    """The hash tag of a shard: a string whose Cluster slot lies in the shard's even share
+    of the 16384 slots, so that the shards spread over a Cluster's nodes as its slots do.
+
+    >>> shard_tag(0, 2), shard_tag(1, 2)
+    ('0.0', '1.0')
+    """
+    from redis.crc import key_slot
+
+    low, high = shard * _SLOTS // shards, (shard + 1) * _SLOTS // shards
+    n = 0
+    while not low <= key_slot(f"{shard}.{n}".encode()) < high:
+        n += 1
+    return f"{shard}.{n}"
+
+
+def _cluster_client(options: dict[str, Any], max_connections: int) -> RedisCluster:
+    """A Redis Cluster client from parsed URL options (any node; the rest are found)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    if options.get("path") is not None:
+        raise ConfigError("a Redis Cluster is reached over TCP (redis:// or rediss://)")
+    if options.get("db", 0) != 0:
+        raise ConfigError("a Redis Cluster has only database 0")
+    from redis.asyncio.connection import SSLConnection
+
+    options = dict(options)
+    options.pop("db", None)
+    if options.pop("connection_class", None) is SSLConnection:  # rediss://, as from_url does
+        options["ssl"] = True
+    return RedisCluster(max_connections=max_connections, **options)
+
+
+def _raise_unavailable(results: list[Any]) -> None:
+    """Raise a pipeline's reply that says the server cannot serve now (a Cluster that is
+    down or moving slots, a lost connection) or is a Cluster node to a plain client, for
+    :meth:`RedisRelay._guard` to report."""
+    from redis.exceptions import AskError, ClusterError, TryAgainError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    kinds = (ClusterError, TryAgainError, AskError, RedisConnectionError, RedisTimeoutError)
+    for result in results:
+        if isinstance(result, kinds):
+            raise result
 
 
 def _parse_id(raw: bytes) -> tuple[int, int]:
@@ -346,7 +499,7 @@ def _entries(raw: list[Any]) -> list[Entry]:
 
 
 class _Follower:
-    """One loop per relay: follows every watched stream with one blocking XREAD.
+    """One loop per relay (per shard on a Cluster): follows its streams with one blocking XREAD.
 
     A reader that registers while the XREAD blocks wakes it with an entry on this
     relay's own wake key, which the XREAD also reads from its last seen id, so no wake is
@@ -358,16 +511,18 @@ class _Follower:
 
     def __init__(
         self,
-        client: Redis,
-        pool_client: Redis,
+        client: Redis | RedisCluster,
+        pool_client: Redis | RedisCluster,
         *,
         guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        pool_guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
         wake_key: str,
         interval: float,
     ) -> None:
         self._client = client  # its own connection, for XREAD BLOCK
         self._pool_client = pool_client
         self._guard = guard
+        self._pool_guard = pool_guard
         self._interval = interval
         self._watched: dict[str, set[Watcher]] = {}
         self._active: dict[str, float] = {}  # key -> when it last had an entry (or a check)
@@ -401,7 +556,7 @@ class _Follower:
 
     async def _wake(self) -> None:
         try:
-            async with self._guard():
+            async with self._pool_guard():
                 pipe = self._pool_client.pipeline(transaction=False)
                 pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
                 pipe.pexpire(self._wake_key, 3_600_000)
@@ -491,5 +646,3 @@ class _Follower:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._client.aclose()
-        await self._client.connection_pool.disconnect()
