@@ -30,8 +30,10 @@ from starlette.routing import Route
 
 from _live_server import serve
 from _redis_server import RedisServer
-from kagura import AgentStream, LLMConfig
+from kagura import AgentStream, Finish, LLMConfig, Usage
+from kagura._ui_stream import UIMessageChunks
 from kagura.errors import StreamError
+from kagura.llm.metrics import StreamMetrics
 from kagura.relay import MemoryRelay, RedisRelay, Relay, new_stream_id
 from kagura.testing.loopback import LoopbackServer, Script
 from kagura.web import publish_stream, relay_response, relay_ui_message_response
@@ -250,7 +252,10 @@ def test_an_llm_answer_ends_with_usage_and_resumes_after_it(client: httpx.Client
     usage = json.loads(every[-2].data)
     assert usage["usage"]["completion_tokens"] == 3
     assert usage["finish_reason"] == "stop"
-    assert usage["metrics"] is None  # the timings stay with the producer
+    metrics = usage["metrics"]  # the producer's timings, measured where it ran
+    assert metrics["chunks"] == sum(1 for e in every if e.name == "delta")
+    assert 0 < metrics["ttft_s"] <= metrics["duration_s"] < 10
+    assert metrics["tokens_per_s"] is None or metrics["tokens_per_s"] > 0
     after_text = read(client, stream_id, headers={"Last-Event-ID": last_id(every[:-2])})
     assert [e.name for e in after_text] == ["usage", "done"]
     assert [e.name for e in read(client, stream_id, headers={"Last-Event-ID": last_id(every)})] == [
@@ -381,6 +386,16 @@ def test_the_ai_sdk_resume_request_replays_a_running_stream(client: httpx.Client
     assert client.get(f"/chat/{stream_id}/stream").status_code == 204
     assert client.get(f"/chat/{new_stream_id()}/stream").status_code == 204
     assert client.get("/chat/a.b/stream").status_code == 400
+
+
+def test_what_publish_stream_appends_makes_no_ui_message_part() -> None:
+    """The usage, metrics and finish that publish_stream appends reach the AI SDK's stream
+    as the finish reason only, never as a data part the client would show."""
+    chunks = UIMessageChunks()
+    metrics = StreamMetrics(started_at=1.0, first_token_at=1.2, ended_at=2.0, chunks=3)
+    for item in (Usage(1, 2, 3), metrics, Finish("stop")):
+        assert chunks.item(item) == []
+    assert chunks.last_finish_reason == "stop"
 
 
 # -- two worker processes on one Redis ------------------------------------------------------

@@ -34,6 +34,7 @@ from kagura.events import (
     ToolResult,
     Usage,
 )
+from kagura.llm.metrics import StreamMetrics
 from kagura.operators import is_complete
 
 __all__ = [
@@ -123,8 +124,8 @@ class UIMessageChunks:
       with each; the next object after a complete one is a new part.
     - anything else: a ``data-<data_name or "value">`` part of its JSON form.
 
-    :class:`~kagura.Usage` and :class:`~kagura.Finish` events send nothing (a
-    ``Finish`` is remembered as :attr:`last_finish_reason`).
+    :class:`~kagura.Usage`, :class:`~kagura.StreamMetrics` and :class:`~kagura.Finish`
+    events send nothing (a ``Finish`` is remembered as :attr:`last_finish_reason`).
     """
 
     def __init__(self, *, message_id: str | None = None, data_name: str | None = None) -> None:
@@ -178,7 +179,7 @@ class UIMessageChunks:
         if isinstance(item, Finish):
             self.last_finish_reason = item.reason
             return []
-        if isinstance(item, Usage):
+        if isinstance(item, Usage | StreamMetrics):
             return []
         return self._data_part(item)
 

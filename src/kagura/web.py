@@ -109,6 +109,7 @@ from kagura import redact
 from kagura._ui_stream import UI_MESSAGE_STREAM_HEADERS, UIMessageChunks, messages_from_ui
 from kagura.errors import ConfigError, EntriesTrimmed, KaguraError, StreamNotFound
 from kagura.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from kagura.llm.metrics import StreamMetrics
 from kagura.pipes import AgentStream
 from kagura.relay import Relay, RelayEntry
 
@@ -217,13 +218,17 @@ def _usage_payload(stream: AgentStream[Any]) -> dict[str, Any]:
             "total_tokens": usage.total_tokens,
             "estimated": usage.estimated,
         },
-        "metrics": {
-            "ttft_s": metrics.ttft_s,
-            "tokens_per_s": metrics.tokens_per_s,
-            "duration_s": metrics.duration_s,
-            "chunks": metrics.chunks,
-        },
+        "metrics": _metrics_payload(metrics),
         "finish_reason": stream.finish_reason,
+    }
+
+
+def _metrics_payload(metrics: StreamMetrics) -> dict[str, Any]:
+    return {
+        "ttft_s": metrics.ttft_s,
+        "tokens_per_s": metrics.tokens_per_s,
+        "duration_s": metrics.duration_s,
+        "chunks": metrics.chunks,
     }
 
 
@@ -239,9 +244,10 @@ async def publish_stream(
     """Start ``stream`` through ``relay`` under ``stream_id``, detached from the request.
 
     :meth:`~kagura.relay.Relay.publish` with one addition: an
-    :class:`~kagura.pipes.AgentStream`'s usage and finish reason are appended after its
-    items (as :class:`~kagura.Usage` and :class:`~kagura.Finish` events), so
-    :func:`relay_response` can send the ``usage`` event. True if it started; False if
+    :class:`~kagura.pipes.AgentStream`'s usage, metrics and finish reason are appended
+    after its items (as :class:`~kagura.Usage`, :class:`~kagura.StreamMetrics` and
+    :class:`~kagura.Finish` events), so :func:`relay_response` can send the ``usage``
+    event with the producer's timings. True if it started; False if
     the id is taken (nothing starts, and ``stream`` is not iterated).
     """
     source = _with_summary(stream) if isinstance(stream, AgentStream) else stream
@@ -260,6 +266,7 @@ async def _with_summary(stream: AgentStream[Any]) -> AsyncIterator[Any]:
             await stream.aclose()
     if stream.usage is not None:
         yield stream.usage
+    yield stream.metrics  # its durations travel; its clock stays here
     yield Finish(stream.finish_reason)
 
 
@@ -281,8 +288,9 @@ async def relay_response(
     reconnects by itself and gets exactly the rest. The events are those of
     :func:`sse_response`: ``delta`` for text (``str`` and :class:`~kagura.TextDelta`),
     ``partial`` for models and other JSON values, ``usage`` at the end if the stream
-    carried :class:`~kagura.Usage` or :class:`~kagura.Finish` events (``"metrics": null``:
-    the timings stay with the producer), ``error`` for the producer's error,
+    carried :class:`~kagura.Usage`, :class:`~kagura.StreamMetrics` or
+    :class:`~kagura.Finish` events (as :func:`publish_stream` appends; ``"metrics"`` is
+    null without a ``StreamMetrics``), ``error`` for the producer's error,
     :class:`~kagura.errors.ProducerLost` or :class:`~kagura.errors.EntriesTrimmed`
     (with its ``resume_after``), and ``done`` last; the response then ends (close the
     ``EventSource`` on ``done``, or it reconnects and gets ``done`` again). Reasoning
@@ -365,20 +373,23 @@ async def _stop_read(entries: AsyncIterator[RelayEntry], first: asyncio.Future[A
 class _Summary:
     """Turns relay entries into SSE events, keeping the Usage and Finish events seen."""
 
-    __slots__ = ("finish_reason", "seen", "usage")
+    __slots__ = ("finish_reason", "metrics", "seen", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.metrics: StreamMetrics | None = None
         self.finish_reason: str | None = None
-        self.seen: str | None = None  # the id of the last Usage or Finish event
+        self.seen: str | None = None  # the id of the last Usage, metrics or Finish event
 
     def event(self, entry: RelayEntry) -> ServerSentEvent | None:
         item = entry.event
         if isinstance(item, TextDelta):
             item = item.text
-        if isinstance(item, Usage | Finish):
+        if isinstance(item, Usage | Finish | StreamMetrics):
             if isinstance(item, Usage):
                 self.usage = item
+            elif isinstance(item, StreamMetrics):
+                self.metrics = item
             else:
                 self.finish_reason = item.reason
             self.seen = entry.id
@@ -401,7 +412,7 @@ class _Summary:
                 "total_tokens": usage.total_tokens,
                 "estimated": usage.estimated,
             },
-            "metrics": None,
+            "metrics": None if self.metrics is None else _metrics_payload(self.metrics),
             "finish_reason": self.finish_reason,
         }
 

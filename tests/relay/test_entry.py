@@ -17,7 +17,8 @@ from kagura.errors import (
     RelayError,
     StreamError,
 )
-from kagura.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from kagura.events import Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from kagura.llm.metrics import StreamMetrics
 from kagura.relay._entry import (
     check_stream_id,
     decode_error,
@@ -53,6 +54,53 @@ def test_text_round_trips_whatever_its_characters(text: str) -> None:
 )
 def test_events_round_trip(event: Any) -> None:
     assert decode_event(encode_item(event)) == event
+
+
+times = st.floats(0, 1e6, allow_nan=False)
+
+
+@given(
+    start=times,
+    ttft=st.none() | times,
+    duration=st.none() | times,
+    counts=st.tuples(st.integers(0), st.integers(0), st.integers(0), st.integers(0)),
+    usage=st.none() | st.builds(Usage, st.integers(0), st.integers(0), st.integers(0)),
+    reason=st.none() | st.text(),
+    calls=st.lists(st.builds(ToolCall, st.text(), st.text(), st.text()), max_size=3),
+    model=st.none() | st.text(),
+)
+def test_metrics_travel_without_their_clock(
+    start: float,
+    ttft: float | None,
+    duration: float | None,
+    counts: tuple[int, int, int, int],
+    usage: Usage | None,
+    reason: str | None,
+    calls: list[ToolCall],
+    model: str | None,
+) -> None:
+    chunks, chars, reasoning, attempts = counts
+    sent = StreamMetrics(
+        started_at=start,
+        first_token_at=None if ttft is None else start + ttft,
+        ended_at=None if duration is None else start + duration,
+        chunks=chunks,
+        chars=chars,
+        reasoning_chars=reasoning,
+        usage=usage,
+        finish_reason=reason,
+        tool_calls=calls,
+        model=model,
+        attempts=attempts,
+    )
+    got = decode_event(encode_item(sent))
+    assert isinstance(got, StreamMetrics)
+    for name in ("ttft_s", "duration_s", "tokens_per_s"):
+        value = getattr(sent, name)
+        assert getattr(got, name) == (None if value is None else pytest.approx(value)), name
+    for name in ("chunks", "chars", "reasoning_chars", "usage", "finish_reason", "tool_calls"):
+        assert getattr(got, name) == getattr(sent, name), name
+    assert (got.model, got.attempts) == (model, attempts)
 
 
 def test_text_is_stored_as_is_one_character_of_kind_ahead() -> None:

@@ -11,6 +11,7 @@ One event is one string, its kind in the first character::
     s<text>      a str item              t<text>   TextDelta      r<text>   ReasoningDelta
     c[i,id,n,a]  ToolCallDelta           u[p,c,t,e]  Usage        f<json>   Finish reason
     m<json>      a pydantic model        j<json>   another JSON value
+    M[...]       StreamMetrics (its durations, counts, model, usage; not its clock)
     S            the start marker        E         the end        X<json>   an error
 
 and an entry is the JSON array of its events' strings.
@@ -46,6 +47,7 @@ from kagura.errors import (
     StreamError,
 )
 from kagura.events import Finish, ReasoningDelta, TextDelta, ToolCall, ToolCallDelta, Usage
+from kagura.llm.metrics import StreamMetrics
 
 __all__ = [
     "END",
@@ -149,6 +151,8 @@ def encode_item(item: object) -> str:
         )
     if isinstance(item, Finish):
         return "f" + _json(item.reason)
+    if isinstance(item, StreamMetrics):
+        return "M" + _metrics_json(item)
     if isinstance(item, BaseModel):
         return "m" + item.model_dump_json()
     try:
@@ -173,6 +177,8 @@ def decode_event(event: str, model: type[BaseModel] | None = None) -> Any:
         return _usage(json.loads(body))
     if kind == "f":
         return Finish(json.loads(body))
+    if kind == "M":
+        return _metrics(json.loads(body))
     if kind == "m" and model is not None:
         try:
             return model.model_validate_json(body)
@@ -185,6 +191,57 @@ def decode_event(event: str, model: type[BaseModel] | None = None) -> Any:
     if kind in ("m", "j"):
         return json.loads(body)
     raise RelayError(f"not a relay event: {event[:20]!r}")
+
+
+def _metrics_json(metrics: StreamMetrics) -> str:
+    """A stream's metrics without its clock: times become seconds from its start."""
+    usage = metrics.usage
+    return _json(
+        [
+            metrics.ttft_s,
+            metrics.duration_s,
+            metrics.chunks,
+            metrics.chars,
+            metrics.reasoning_chars,
+            None
+            if usage is None
+            else [
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens,
+                usage.estimated,
+            ],
+            metrics.finish_reason,
+            [[call.id, call.name, call.arguments] for call in metrics.tool_calls],
+            metrics.model,
+            metrics.attempts,
+        ]
+    )
+
+
+def _metrics(raw: Sequence[Any]) -> StreamMetrics:
+    """Metrics read back: the start is 0.0, so ``ttft_s`` and ``duration_s`` are as sent.
+
+    >>> from kagura.llm.metrics import StreamMetrics
+    >>> sent = StreamMetrics(started_at=10.0, first_token_at=10.25, ended_at=12.0, chars=40)
+    >>> got = decode_event(encode_item(sent))
+    >>> got.ttft_s, got.duration_s, got.tokens_per_s
+    (0.25, 2.0, 5.714285714285714)
+    """
+    ttft, duration, chunks, chars, reasoning, usage, reason, calls, model, attempts = raw
+    return StreamMetrics(
+        started_at=None if ttft is None and duration is None else 0.0,
+        first_token_at=None if ttft is None else float(ttft),
+        ended_at=None if duration is None else float(duration),
+        chunks=int(chunks),
+        chars=int(chars),
+        reasoning_chars=int(reasoning),
+        usage=_usage(usage),
+        finish_reason=None if reason is None else str(reason),
+        tool_calls=[ToolCall(str(i), str(n), str(a)) for i, n, a in calls],
+        model=None if model is None else str(model),
+        attempts=int(attempts),
+    )
 
 
 def _usage(raw: Sequence[Any] | None) -> Usage | None:
