@@ -10,6 +10,7 @@ resumed at the exact event, on any other::
     # {"stream": "<id>"}: follow it from either worker, with an EventSource or:
     curl -sN localhost:8002/answers/<id>
     curl -sN localhost:8002/answers/<id> -H 'Last-Event-ID: <an id: line seen>'
+    curl -s -X POST localhost:8002/answers/<id>/stop   # whichever worker runs it stops
 
 The model is ``$KAGURA_MODEL`` (default ``kagura/replay``, offline), at
 ``$KAGURA_API_BASE`` if set.
@@ -20,6 +21,9 @@ Routes:
   detached from the request; ``{"stream": <id>}``.
 - ``GET /answers/<id>``: the answer as Server-Sent Events (``delta``, ``usage``,
   ``done``), each with its event id; ``Last-Event-ID`` (or ``?after=``) continues after it.
+- ``POST /answers/<id>/stop``: asks the answer's producer, on whichever worker, to stop
+  (closing its LLM request); its readers get the text so far and a ``usage`` event whose
+  ``finish_reason`` is ``"stopped"``. ``{"stopped": true}``, or false if it was not running.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kagura import AgentStream, LLMConfig
+from kagura.errors import ConfigError
 from kagura.relay import MemoryRelay, RedisRelay, Relay, new_stream_id
 from kagura.web import publish_stream, relay_response
 
@@ -60,6 +65,13 @@ def create_app(*, relay: Relay | None = None, config: LLMConfig | None = None) -
     async def answer(request: Request) -> Response:
         return await relay_response(streams, request.path_params["stream_id"], request)
 
+    async def stop(request: Request) -> Response:
+        try:
+            stopped = await streams.stop(request.path_params["stream_id"])
+        except ConfigError as exc:  # not a stream id
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"stopped": stopped})
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -69,6 +81,7 @@ def create_app(*, relay: Relay | None = None, config: LLMConfig | None = None) -
         routes=[
             Route("/answers", ask, methods=["POST"]),
             Route("/answers/{stream_id}", answer),
+            Route("/answers/{stream_id}/stop", stop, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -29,6 +29,7 @@ class RedisServer:
         self.port = free_port()
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     @property
     def url(self) -> str:
@@ -62,6 +63,9 @@ class RedisServer:
                 time.sleep(0.02)
 
     def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
         process, self.process = self.process, None
         if process is None:
             return
@@ -74,6 +78,9 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to its clients (or its cluster peers)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
         process, self.process = self.process, None
         if process is not None:
             process.kill()
@@ -84,10 +91,13 @@ class RedisServer:
         self.start()
 
     def client(self) -> Any:
-        """A synchronous redis-py client (for INFO, CLIENT LIST, keys)."""
+        """A synchronous redis-py client (for INFO, CLIENT LIST, keys): one per server,
+        closed by :meth:`stop`, so that no test leaves a socket for the collector."""
         import redis
 
-        return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
+        if self._client is None:
+            self._client = redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
+        return self._client
 
 
 def need_redis() -> None:

@@ -507,3 +507,25 @@ def test_an_answer_started_on_one_worker_resumes_on_another(
     assert text_of(read_answer(a, stream_id)) == TEXT
     assert text_of(read_answer(b, stream_id)) == TEXT
     assert len(loopback.requests) == 1
+
+
+def test_an_answer_started_on_one_worker_is_stopped_through_another(
+    workers: tuple[httpx.Client, httpx.Client], loopback: LoopbackServer
+) -> None:
+    a, b = workers
+    loopback.enqueue(Script.text(TEXT, chunk_size=3, chunk_delay=0.01))  # about 4 s
+    stream_id = a.post("/answers", json={"prompt": "Tell me a story."}).json()["stream"]
+    read_answer(b, stream_id, until=deltas_at_least(5))
+    assert b.post(f"/answers/{stream_id}/stop").json() == {"stopped": True}
+    every = read_answer(b, stream_id)  # to the end, which the stop brings in time
+    assert [e.name for e in every][-2:] == ["usage", "done"]
+    assert json.loads(every[-2].data)["finish_reason"] == "stopped"
+    assert TEXT.startswith(text_of(every))
+    assert len(text_of(every)) < len(TEXT) // 2
+    deadline = time.monotonic() + 10
+    while loopback.stats().streams_closed_by_client == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stats = loopback.stats()
+    assert (stats.streams_closed_by_client, stats.streams_completed) == (1, 0)
+    assert a.post(f"/answers/{stream_id}/stop").json() == {"stopped": False}
+    assert a.post("/answers/not.an.id/stop").status_code == 400

@@ -61,3 +61,20 @@ async def drain(entries: AsyncIterator[RelayEntry]) -> None:
     async with asyncio.timeout(30):
         async for _ in entries:
             pass
+
+
+class Endless:
+    """A source that goes on until it is closed, and says when it was."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.closed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            while True:
+                yield f"w{self.sent} "
+                self.sent += 1
+                await asyncio.sleep(0.005)
+        finally:
+            self.closed.set()

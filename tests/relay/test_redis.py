@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _relay_helpers import drain, events, items, read_all, until_done
+from _relay_helpers import Endless, drain, events, items, read_all, until_done
 
 from _redis_server import RedisClusterServers, RedisServer, free_port, need_redis
 from kagura.errors import ConfigError, ProducerLost, RelayUnavailable, StreamNotFound
-from kagura.events import TextDelta
+from kagura.events import Finish, TextDelta
 from kagura.relay import RedisRelay, new_stream_id
 from kagura.relay._redis import shard_tag
 
@@ -465,3 +465,29 @@ async def test_a_stream_whose_slot_moves_mid_stream_loses_and_repeats_nothing(
             assert await events(reader, streams[0]) == words  # read again, from the new node
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+async def test_a_stop_from_another_process_reaches_the_producer_at_its_next_renewal(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """A relay of another process has no task to cancel, only the stop request in Redis,
+    which the producer sees when it renews its lease (every third of it)."""
+    server = request.getfixturevalue("redis_server" if where == "redis" else "redis_cluster")
+    options: dict[str, Any] = {"lease": 0.6, "cluster": where == "cluster"}
+    async with (
+        RedisRelay(server.url, **options) as producer,
+        RedisRelay(server.url, **options) as other,
+    ):
+        source = Endless()
+        stream_id = new_stream_id()
+        await producer.publish(stream_id, aiter(source))
+        asked = time.monotonic()
+        assert await other.stop(stream_id) is True
+        async with asyncio.timeout(5):
+            await source.closed.wait()
+        waited = time.monotonic() - asked
+        got = await events(other, stream_id)
+        assert got[-1] == Finish("stopped")
+        assert await other.status(stream_id) == "ended"
+    assert waited <= 0.6 / 3 + 0.5, waited

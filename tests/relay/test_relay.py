@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import reactivex
-from _relay_helpers import events, items, read_all, read_until_error, until_done
+from _relay_helpers import Endless, events, items, read_all, read_until_error, until_done
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -580,6 +580,70 @@ async def test_to_relay_on_a_taken_id_fails(relay: RelayBase) -> None:
     with pytest.raises(RelayError, match="taken"):
         await collect(chunk_source(["a", "b"] * 50).pipe(to_relay(relay, stream_id)))
     assert await events(relay, stream_id) == ["first"]
+
+
+# -- stop -------------------------------------------------------------------------------
+async def test_stop_closes_the_source_and_ends_the_stream_as_stopped(relay: RelayBase) -> None:
+    source = Endless()
+    stream_id = new_stream_id()
+    await relay.publish(stream_id, aiter(source), owner="ann")
+    reader = asyncio.create_task(events(relay, stream_id, owner="ann"))
+    while source.sent < 5:  # noqa: ASYNC110 -- waiting for the source to get going
+        await asyncio.sleep(0.005)
+    assert await relay.stop(stream_id, owner="ann") is True
+    async with asyncio.timeout(5):
+        await source.closed.wait()
+    got = await reader
+    assert got[-1] == Finish("stopped")
+    assert got[:-1] == [f"w{i} " for i in range(len(got) - 1)]
+    assert len(got) - 1 >= 5
+    assert await relay.status(stream_id, owner="ann") == "ended"
+    assert await events(relay, stream_id, owner="ann") == got  # kept, like any ended stream
+    assert await relay.stop(stream_id, owner="ann") is False  # no longer running
+
+
+async def test_stop_refuses_unknown_ended_and_other_owners_streams(relay: RelayBase) -> None:
+    source = Endless()
+    stream_id = new_stream_id()
+    await relay.publish(stream_id, aiter(source), owner="ann")
+    assert await relay.stop(new_stream_id()) is False
+    assert await relay.stop(stream_id) is False
+    assert await relay.stop(stream_id, owner="bob") is False
+    assert await relay.status(stream_id, owner="ann") == "running"
+    assert not source.closed.is_set()
+    ended = new_stream_id()
+    await relay.publish(ended, items(["x"]))
+    await until_done(relay, ended)
+    assert await relay.stop(ended) is False
+    assert await relay.stop(stream_id, owner="ann") is True
+    assert await until_done_for(relay, stream_id, owner="ann") == "ended"
+    with pytest.raises(ConfigError):
+        await relay.stop("no/such id")
+
+
+async def until_done_for(relay: RelayBase, stream_id: str, *, owner: str) -> str:
+    async with asyncio.timeout(10):
+        while (status := await relay.status(stream_id, owner=owner)) == "running":  # noqa: ASYNC110 -- polling the relay is the point
+            await asyncio.sleep(0.02)
+    return status
+
+
+async def test_stop_during_a_cancellation_leaves_the_cancellation_alone(
+    make_relay: MakeRelay,
+) -> None:
+    """A producer being stopped by its relay's aclose() is lost, not ended as stopped."""
+    producer, reader = make_relay(batch_window=0.0), make_relay()
+    source = Endless()
+    stream_id = new_stream_id()
+    await producer.publish(stream_id, aiter(source))
+    while source.sent < 3:  # noqa: ASYNC110 -- waiting for the source to get going
+        await asyncio.sleep(0.005)
+    task = next(iter(producer._producers))
+    task.cancel()  # as aclose() does
+    await producer.stop(stream_id)  # True or False, as the cancellation is handled or not
+    got, error = await read_until_error(reader, stream_id)
+    assert isinstance(error, ProducerLost)
+    assert Finish("stopped") not in [entry.event for entry in got]
 
 
 # -- cleanup ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from kagura.errors import (
     RelayUnavailable,
     StreamNotFound,
 )
-from kagura.events import TextDelta, Usage
+from kagura.events import Finish, TextDelta, Usage
 from kagura.relay._entry import (
     END,
     ERROR,
@@ -66,6 +66,12 @@ _R = TypeVar("_R")
 
 StreamStatus = Literal["running", "ended", "failed", "lost", "unknown"]
 """What :meth:`Relay.status` reports: ``"unknown"`` also for another owner's stream."""
+
+Renewal = Literal["held", "lost", "stop"]
+"""A lease renewal's outcome: still held, lost, or held with a stop requested."""
+
+STOPPED: Final = "stopped"
+"""The finish reason of a stream stopped with :meth:`Relay.stop`."""
 
 Entry = tuple[int, tuple[str, ...]]
 """A stored entry: the number of its last event, and its events (encoded)."""
@@ -114,6 +120,13 @@ class Relay(Protocol):
 
     async def status(self, stream_id: str, *, owner: str | None = None) -> StreamStatus:
         """Whether the stream is running, ended, failed, lost, or unknown (to ``owner``)."""
+        ...
+
+    async def stop(self, stream_id: str, *, owner: str | None = None) -> bool:
+        """Ask the stream's producer, in whichever process it runs, to stop early.
+
+        True if the stream is running (and ``owner``'s); False otherwise.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -233,6 +246,7 @@ class RelayBase(ABC):
         self._fetch_count = fetch_count
         self._reader_buffer = reader_buffer
         self._producers: set[asyncio.Task[None]] = set()
+        self._running: dict[str, _Producer] = {}  # this process's producers, by stream id
         self._readers: set[Watcher] = set()
         self._closed = False
 
@@ -245,9 +259,14 @@ class RelayBase(ABC):
     async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
         """Append entries (already written ones are skipped); False if the stream is gone."""
 
-    async def _renew(self, claim: Claim) -> bool:
-        """Extend the lease; False if it is no longer this producer's."""
-        return True
+    async def _renew(self, claim: Claim) -> Renewal:
+        """Extend the lease: ``"lost"`` if it is no longer this producer's, ``"stop"`` if
+        :meth:`stop` was called for the stream (in any process)."""
+        return "held"
+
+    @abstractmethod
+    async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
+        """Mark a running stream of ``owner``'s as to stop; False if there is none."""
 
     @abstractmethod
     async def _close(self, claim: Claim, entries: list[Entry]) -> None:
@@ -333,6 +352,7 @@ class RelayBase(ABC):
     async def _produce(self, claim: Claim, source: Observable[Any] | AsyncIterable[Any]) -> None:
         writes = _Writes(self._append, self._renew, self._close, self._abandon)
         producer = _Producer(self, writes, claim, asyncio.current_task())
+        self._running[claim.stream_id] = producer
         try:
             terminal = END
             try:
@@ -340,7 +360,11 @@ class RelayBase(ABC):
                     async for item in items:
                         producer.add(item)
                         await producer.room()
-            except (asyncio.CancelledError, Abandoned):
+            except asyncio.CancelledError:
+                if not producer.take_stop():
+                    raise
+                producer.add(Finish(STOPPED))  # stop(): a normal end, named as such
+            except Abandoned:
                 raise
             except Exception as exc:
                 terminal = encode_error(exc, text=producer.text(), usage=producer.usage)
@@ -367,6 +391,8 @@ class RelayBase(ABC):
             _log.warning("relay.producer_lost", stream_id=claim.stream_id, error=str(exc))
         finally:
             producer.stop()
+            if self._running.get(claim.stream_id) is producer:
+                del self._running[claim.stream_id]
 
     # -- read --------------------------------------------------------------------------
     def read(
@@ -483,6 +509,26 @@ class RelayBase(ABC):
         kind = last[1][-1][:1] if last is not None and last[1] else ""
         return "ended" if kind == END else "failed" if kind == ERROR else "lost"
 
+    async def stop(self, stream_id: str, *, owner: str | None = None) -> bool:
+        """Ask the stream's producer, in whichever process it runs, to stop early.
+
+        The producer stops reading its source (closing it, and so the LLM request
+        behind it) and ends the stream: its readers get the events so far, then a
+        :class:`~kagura.Finish` whose reason is ``"stopped"``, then the end. A producer in
+        this process stops at once; one in another process when it next renews its lease
+        (every third of ``lease``). True if the stream is running (and ``owner``'s);
+        False for an unknown, ended or lost stream, or another owner's.
+        """
+        check_stream_id(stream_id)
+        check_owner(owner)
+        self._check_open()
+        if not await self._request_stop(stream_id, owner):
+            return False
+        producer = self._running.get(stream_id)
+        if producer is not None:
+            producer.request_stop()
+        return True
+
     def _check_open(self) -> None:
         if self._closed:
             raise RelayError("the relay is closed")
@@ -557,7 +603,7 @@ class _Writes:
     """A backend's write primitives, as the producer calls them."""
 
     append: Callable[[Claim, list[Entry]], Awaitable[bool]]
-    renew: Callable[[Claim], Awaitable[bool]]
+    renew: Callable[[Claim], Awaitable[Renewal]]
     close: Callable[[Claim, list[Entry]], Awaitable[None]]
     abandon: Callable[[Claim], Awaitable[None]]
 
@@ -585,6 +631,7 @@ class _Producer:
         self._room = asyncio.Event()
         self._room.set()
         self._final: str | None = None
+        self._stopping = False
         self._deadline = time.monotonic() + (relay.lease or math.inf)
         loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write())
@@ -637,6 +684,17 @@ class _Producer:
             self._final = terminal
         self._wake.set()
         await asyncio.shield(self._writer)
+
+    def request_stop(self) -> None:
+        """Interrupt the source (see :meth:`RelayBase.stop`); nothing once it is ending."""
+        if self._final is None and not self._stopping and self._task is not None:
+            self._stopping = True
+            self._task.cancel()
+
+    def take_stop(self) -> bool:
+        """Whether the cancellation at hand is :meth:`request_stop`'s alone; if so it is
+        undone, and the producer ends the stream normally."""
+        return self._stopping and self._task is not None and self._task.uncancel() == 0
 
     def stop(self) -> None:
         self._writer.cancel()
@@ -691,9 +749,12 @@ class _Producer:
         while True:
             await asyncio.sleep(lease / 3)
             renew = functools.partial(self._writes.renew, self._claim)
-            if not await self._retrying(renew, renews=True):
+            renewal = await self._retrying(renew, renews=True)
+            if renewal == "lost":
                 self._lost("the producer's lease was taken or expired")
                 return
+            if renewal == "stop":
+                self.request_stop()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_R]], *, renews: bool = False) -> _R:
         """Run ``attempt()`` until it succeeds or the lease lapses (RelayUnavailable)."""

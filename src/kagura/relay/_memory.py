@@ -112,6 +112,10 @@ class MemoryRelay(RelayBase):
             watcher.detach()
         stream.watchers.clear()
 
+    async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
+        stream = self._get(stream_id)
+        return stream is not None and stream.alive and same_owner(stream.owner, owner)
+
     # -- reader side -------------------------------------------------------------------
     async def _fetch(
         self,

@@ -25,7 +25,7 @@ import structlog
 
 from kagura._redact import redact, redact_url, remember_secret, secrets_in_url
 from kagura.errors import ConfigError, RelayUnavailable, StreamNotFound
-from kagura.relay._base import Claim, Entry, RelayBase, Snapshot, Watcher
+from kagura.relay._base import Claim, Entry, RelayBase, Renewal, Snapshot, Watcher
 from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
 
 if TYPE_CHECKING:
@@ -45,22 +45,30 @@ _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
 _MAX_SHARDS: Final = 256
 
-# KEYS: meta, lease, entries. ARGV: owner, token, lease ms, keep ms, start id, start entry.
+# KEYS: meta, lease, entries, stop (every script gets all four; each uses its own).
+# ARGV: owner, token, lease ms, keep ms, start id, start entry.
 _CLAIM: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('XADD', KEYS[3], ARGV[5], 'd', ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 """
-# ARGV: token, lease ms, keep ms.
+# ARGV: token, lease ms, keep ms. 2: renewed, and a stop is requested.
 _RENEW: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
+return 1
+"""
+# ARGV: how long the request is kept (ms).
+_STOP: Final = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
 return 1
 """
 # ARGV: token, keep ms, maxlen, then (last event number, id, entry) for each entry.
@@ -93,6 +101,7 @@ class _Keys(NamedTuple):
     meta: str
     lease: str
     entries: str
+    stop: str
 
 
 class RedisRelay(RelayBase):
@@ -197,6 +206,7 @@ class RedisRelay(RelayBase):
         self._renew_script: AsyncScript = self._client.register_script(_RENEW)
         self._close_script: AsyncScript = self._client.register_script(_CLOSE)
         self._abandon_script: AsyncScript = self._client.register_script(_ABANDON)
+        self._stop_script: AsyncScript = self._client.register_script(_STOP)
         self._followers: dict[int, _Follower] = {}
         self._wake_token = secrets.token_hex(8)
 
@@ -212,7 +222,7 @@ class RedisRelay(RelayBase):
 
     def _keys(self, stream_id: str) -> _Keys:
         tag = f"{self._prefix}:{{{shard_tag(self._shard(stream_id), self._shards)}}}:{stream_id}:"
-        return _Keys(tag + "meta", tag + "lease", tag + "entries")
+        return _Keys(tag + "meta", tag + "lease", tag + "entries", tag + "stop")
 
     def _follower(self, stream_id: str) -> _Follower:
         """The loop that follows this stream: one for all, or (Cluster) its shard's."""
@@ -345,14 +355,27 @@ class RedisRelay(RelayBase):
                 raise result  # "equal or smaller": written by an attempt whose reply was lost
         return True
 
-    async def _renew(self, claim: Claim) -> bool:
+    async def _renew(self, claim: Claim) -> Renewal:
         keys = self._keys(claim.stream_id)
         async with self._pooled():
             renewed = await self._renew_script(
                 keys=list(keys),
                 args=[claim.token, self._lease_ms, self._keep_ms(claim.ttl) + self._lease_ms],
             )
-        return renewed == 1
+        return "held" if renewed == 1 else "stop" if renewed == 2 else "lost"
+
+    async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
+        keys = self._keys(stream_id)
+
+        async def attempt() -> bool:
+            meta = await self._client.get(keys.meta)
+            if not isinstance(meta, bytes) or not same_owner(meta.decode(), owner):
+                return False
+            # Kept long enough for a producer that renews every lease/3 to see it.
+            stopped = await self._stop_script(keys=list(keys), args=[3 * self._lease_ms + 1000])
+            return stopped == 1
+
+        return await self._call(attempt)
 
     async def _close(self, claim: Claim, entries: list[Entry]) -> None:
         keys = self._keys(claim.stream_id)
