@@ -22,7 +22,7 @@ Routes:
 - ``GET /api/answer/<id>``: the answer as ``delta`` events, then ``usage``, ``done``.
 - ``GET /api/recipe/<id>``: a :class:`Recipe` as ``partial`` events from
   ``parse_model(Recipe, partial=True)``, then ``usage``, ``done``.
-- ``POST /api/stop/<id>``: stops both (if this process runs them).
+- ``POST /api/stop/<id>``: stops both, on whichever worker runs them (``relay.stop``).
 - ``GET /api/info``: which model the app uses.
 """
 
@@ -36,16 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from reactivex import operators as rx
-from reactivex.subject import Subject
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from kagura import AgentStream, LLMConfig, StreamMetrics
+from kagura.errors import ConfigError
 from kagura.operators import parse_model
-from kagura.pipes import StreamOutcome, from_llm_events
+from kagura.pipes import from_llm_events
 from kagura.relay import MemoryRelay, RedisRelay, Relay, new_stream_id
 from kagura.web import publish_stream, relay_response
 
@@ -128,25 +127,12 @@ def create_app(
     pace: dict[str, Any] = {"ttft": ttft, "tokens_per_s": tokens_per_s}
     own_relay = relay is None
     streams = default_relay() if relay is None else relay
-    stops: dict[str, Subject[None]] = {}  # the answers this process runs, by stream id
 
-    def stoppable(stream_id: str, prompt: Any, *pipeline: Any, **options: Any) -> AgentStream[Any]:
-        """One LLM call whose events end early when ``POST /api/stop`` names it."""
-        stop: Subject[None] = Subject()
-        stops[stream_id] = stop
+    def llm_stream(prompt: Any, *pipeline: Any, **options: Any) -> AgentStream[Any]:
+        """One LLM call as an AgentStream (with its metrics, for the usage event)."""
         metrics = StreamMetrics()
         events = from_llm_events(prompt, config, metrics=metrics, **pace, **options)
-        stream = AgentStream.from_events(
-            events.pipe(rx.take_until(stop)),  # completing it closes the LLM request
-            metrics=metrics,
-            pipeline=pipeline,
-        )
-
-        def forget(stream: AgentStream[Any], outcome: StreamOutcome) -> None:
-            stops.pop(stream_id, None)
-
-        stream.add_done_callback(forget)
-        return stream
+        return AgentStream.from_events(events, metrics=metrics, pipeline=pipeline)
 
     async def index(request: Request) -> Response:
         return FileResponse(PAGE, media_type="text/html")
@@ -160,7 +146,7 @@ def create_app(
         prompt = str(options.get("prompt") or DEFAULT_PROMPT)
         dish = str(options.get("dish") or "pancakes")
         stream_id = new_stream_id()
-        await publish_stream(streams, stream_id, stoppable(stream_id, prompt))
+        await publish_stream(streams, stream_id, llm_stream(prompt))
         messages = [
             {
                 "role": "system",
@@ -169,12 +155,7 @@ def create_app(
             },
             {"role": "user", "content": f"A recipe for {dish}."},
         ]
-        recipe = stoppable(
-            recipe_id(stream_id),
-            messages,
-            parse_model(Recipe, partial=True),
-            replay_text=RECIPE_JSON,
-        )
+        recipe = llm_stream(messages, parse_model(Recipe, partial=True), replay_text=RECIPE_JSON)
         await publish_stream(streams, recipe_id(stream_id), recipe)
         return JSONResponse({"stream": stream_id})
 
@@ -187,10 +168,11 @@ def create_app(
 
     async def stop(request: Request) -> Response:
         stream_id: str = request.path_params["stream_id"]
-        for name in (stream_id, recipe_id(stream_id)):
-            subject = stops.pop(name, None)
-            if subject is not None:
-                subject.on_next(None)
+        try:  # the producers stop in whichever process runs them, closing their LLM requests
+            for name in (stream_id, recipe_id(stream_id)):
+                await streams.stop(name)
+        except ConfigError as exc:  # not a stream id
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return Response(status_code=204)
 
     @asynccontextmanager
