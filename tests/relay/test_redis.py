@@ -22,6 +22,7 @@ from kagura.errors import ConfigError, ProducerLost, RelayUnavailable, StreamNot
 from kagura.events import Finish, TextDelta
 from kagura.relay import RedisRelay, new_stream_id
 from kagura.relay._redis import shard_tag
+from kagura.testing.loopback import LoopbackServer, Script
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -269,19 +270,25 @@ PRODUCER = textwrap.dedent(
 
     async def main() -> None:
         url, stream_id, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+        llm = sys.argv[4] if len(sys.argv) > 4 else None  # a loopback LLM server's URL
         relay = RedisRelay(url)
-        counter = relay._client
 
         async def words():
-            await counter.incr(f"started:{stream_id}")
             i = 0
             while True:
                 yield f"w{i} "
                 i += 1
                 await asyncio.sleep(0.01)
 
+        if llm is None:
+            source = words()
+        else:
+            from kagura import AgentStream, LLMConfig
+            config = LLMConfig(model="openai/x", api_base=llm, api_key="sk-test-0123456789")
+            source = AgentStream.from_llm("Tell me a story.", config)
         await asyncio.sleep(max(0.0, start_at - __import__("time").time()))
-        started = await relay.publish(stream_id, words())
+        from kagura.web import publish_stream
+        started = await publish_stream(relay, stream_id, source)
         print(started, flush=True)
         await asyncio.sleep(3600)
 
@@ -290,9 +297,11 @@ PRODUCER = textwrap.dedent(
 )
 
 
-def start_producer(url: str, stream_id: str, start_at: float = 0.0) -> subprocess.Popen[str]:
+def start_producer(
+    url: str, stream_id: str, start_at: float = 0.0, llm: str | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", PRODUCER, url, stream_id, str(start_at)],
+        [sys.executable, "-c", PRODUCER, url, stream_id, str(start_at), *([llm] if llm else [])],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -331,21 +340,30 @@ async def test_a_killed_producer_process_is_reported_lost_within_its_lease(
 
 
 async def test_two_processes_publishing_one_id_start_one_producer(
-    redis_server: RedisServer,
+    redis_server: RedisServer, loopback: LoopbackServer
 ) -> None:
+    """Both publish an LLM answer under one id at the same moment: one starts, and the
+    loopback LLM server gets exactly one request, whose answer both readers see."""
+    loopback.enqueue(Script.text("Once upon a time, twice.", chunk_size=4, chunk_delay=0.01))
+    loopback.enqueue(Script.text("A second request: wrong."))
     stream_id = new_stream_id()
     start_at = time.time() + 1.5  # both past their imports by then
-    processes = [start_producer(redis_server.url, stream_id, start_at) for _ in range(2)]
+    processes = [
+        start_producer(redis_server.url, stream_id, start_at, loopback.base_url) for _ in range(2)
+    ]
     try:
         lines = []
         for process in processes:
             assert process.stdout is not None
             lines.append((await asyncio.to_thread(process.stdout.readline)).strip())
+        async with RedisRelay(redis_server.url) as relay:
+            got = await events(relay, stream_id)
     finally:
         for process in processes:
             stop(process)
     assert sorted(lines) == ["False", "True"]
-    assert redis_server.client().get(f"started:{stream_id}") == b"1"
+    assert "".join(e for e in got if isinstance(e, str)) == "Once upon a time, twice."
+    assert len(loopback.requests) == 1
 
 
 @pytest.mark.parametrize("persistence", ["none", "appendonly"])
