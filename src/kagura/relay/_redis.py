@@ -448,7 +448,10 @@ class RedisRelay(RelayBase):
         self._follower(watcher.stream_id).add(watcher, self._keys(watcher.stream_id).entries)
 
     def _unwatch(self, watcher: Watcher) -> None:
-        self._follower(watcher.stream_id).remove(watcher, self._keys(watcher.stream_id).entries)
+        shard = self._shard(watcher.stream_id) if self._cluster else 0
+        follower = self._followers.get(shard)
+        if follower is not None:
+            follower.remove(watcher, self._keys(watcher.stream_id).entries)
 
     async def aclose(self) -> None:
         """Stop this relay's producers and readers, then close its connections."""
