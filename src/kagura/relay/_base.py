@@ -114,7 +114,7 @@ class Relay(Protocol):
         after: str | None = None,
         owner: str | None = None,
         model: type[BaseModel] | None = None,
-    ) -> AsyncIterator[RelayEntry]:
+    ) -> AsyncGenerator[RelayEntry]:
         """The stream's events from the start, or strictly after the event id ``after``."""
         ...
 
@@ -402,7 +402,7 @@ class RelayBase(ABC):
         after: str | None = None,
         owner: str | None = None,
         model: type[BaseModel] | None = None,
-    ) -> AsyncIterator[RelayEntry]:
+    ) -> AsyncGenerator[RelayEntry]:
         """The stream's events from the start, or strictly after the event id ``after``.
 
         Blocks for new events; ends at the producer's end; raises the producer's error
@@ -424,7 +424,7 @@ class RelayBase(ABC):
         cursor: Cursor | None,
         owner: str | None,
         model: type[BaseModel] | None,
-    ) -> AsyncIterator[RelayEntry]:
+    ) -> AsyncGenerator[RelayEntry]:
         self._check_open()
         watcher = Watcher(stream_id, limit=self._reader_buffer)
         position = -1 if cursor is None else cursor[1]  # the last event handed out
@@ -746,8 +746,11 @@ class _Producer:
                     return
 
     async def _renew(self, lease: float) -> None:
+        period = lease / 3
         while True:
-            await asyncio.sleep(lease / 3)
+            # On a grid shared by every producer of the process, so that their renewals
+            # leave together (one round trip for all, with the backend's auto-pipelining).
+            await asyncio.sleep(period - time.monotonic() % period)
             renew = functools.partial(self._writes.renew, self._claim)
             renewal = await self._retrying(renew, renews=True)
             if renewal == "lost":
@@ -774,6 +777,8 @@ class _Producer:
             return result
 
     def _lost(self, reason: str) -> None:
+        if self._final is not None:  # ending anyway: the end released the lease
+            return
         _log.warning("relay.lease_lost", stream_id=self._claim.stream_id, reason=reason)
-        if self._task is not None and self._final is None:
+        if self._task is not None:
             self._task.cancel()

@@ -27,6 +27,7 @@ from kagura._redact import redact, redact_url, remember_secret, secrets_in_url
 from kagura.errors import ConfigError, RelayUnavailable, StreamNotFound
 from kagura.relay._base import Claim, Entry, RelayBase, Renewal, Snapshot, Watcher
 from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
+from kagura.relay._pipeline import AutoPipeline
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -209,6 +210,8 @@ class RedisRelay(RelayBase):
         self._stop_script: AsyncScript = self._client.register_script(_STOP)
         self._followers: dict[int, _Follower] = {}
         self._wake_token = secrets.token_hex(8)
+        # Producers' appends and renewals, many streams' per round trip.
+        self._batch = AutoPipeline(self._client, self._pooled)
 
     def __repr__(self) -> str:
         cluster = ", cluster=True" if self._cluster else ""
@@ -334,34 +337,41 @@ class RedisRelay(RelayBase):
     async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
         from redis.exceptions import ResponseError
 
-        keys = self._keys(claim.stream_id)
-        async with self._pooled():
-            pipe = self._client.pipeline(transaction=False)
-            for last, events in entries:
-                pipe.xadd(
-                    keys.entries,
-                    {_FIELD: pack(events)},
-                    id=f"{claim.base}-{last}",
-                    maxlen=self.maxlen,
-                    approximate=True,
-                    nomkstream=True,
-                )
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-            _raise_unavailable(results)
-        for result in results:
-            if result is None:
+        key = self._keys(claim.stream_id).entries
+        replies = await self._batch.send(
+            [self._xadd(key, f"{claim.base}-{last}", pack(events)) for last, events in entries]
+        )
+        if (error := _reply_error(replies)) is not None:
+            async with self._guard():
+                raise error
+        for reply in replies:
+            if reply is None:
                 return False  # the stream expired or the server lost it
-            if isinstance(result, ResponseError) and "equal or smaller" not in str(result):
-                raise result  # "equal or smaller": written by an attempt whose reply was lost
+            if isinstance(reply, ResponseError) and "equal or smaller" not in str(reply):
+                raise reply  # "equal or smaller": written by an attempt whose reply was lost
         return True
 
+    def _xadd(self, key: str, entry_id: str, payload: bytes) -> tuple[Any, ...]:
+        """An entry's XADD: never recreating an expired stream, trimming to ``maxlen``."""
+        return ("XADD", key, "NOMKSTREAM", "MAXLEN", "~", self.maxlen, entry_id, _FIELD, payload)
+
     async def _renew(self, claim: Claim) -> Renewal:
+        from redis.exceptions import NoScriptError
+
         keys = self._keys(claim.stream_id)
-        async with self._pooled():
-            renewed = await self._renew_script(
-                keys=list(keys),
-                args=[claim.token, self._lease_ms, self._keep_ms(claim.ttl) + self._lease_ms],
-            )
+        keep_ms = self._keep_ms(claim.ttl) + self._lease_ms
+        command = ("EVALSHA", self._renew_script.sha, len(keys), *keys)
+        command += (claim.token, self._lease_ms, keep_ms)
+        [renewed] = await self._batch.send([command])
+        if isinstance(renewed, NoScriptError):  # a restarted server: load it, then again
+            async with self._pooled():
+                await self._client.script_load(_RENEW)
+            [renewed] = await self._batch.send([command])
+        if (error := _reply_error([renewed])) is not None:
+            async with self._guard():
+                raise error
+        if isinstance(renewed, Exception):
+            raise renewed
         return "held" if renewed == 1 else "stop" if renewed == 2 else "lost"
 
     async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
@@ -415,7 +425,8 @@ class RedisRelay(RelayBase):
             pipe.xrange(keys.entries, "-", "+", count=1)
             pipe.xrange(keys.entries, start, "+", count=count)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-            _raise_unavailable(results)
+            if (error := _reply_error(results)) is not None:
+                raise error
             return results
 
         results = await self._call(attempt)
@@ -458,6 +469,7 @@ class RedisRelay(RelayBase):
         from redis.asyncio import Redis as Client
 
         await super().aclose()
+        await self._batch.aclose()
         for follower in list(self._followers.values()):
             await follower.aclose()
         for client in (self._follow_client, self._client):
@@ -500,10 +512,10 @@ def _cluster_client(options: dict[str, Any], max_connections: int) -> RedisClust
     return RedisCluster(max_connections=max_connections, **options)
 
 
-def _raise_unavailable(results: list[Any]) -> None:
-    """Raise a pipeline's reply that says the server cannot serve now (a Cluster that is
-    down or moving slots, a lost connection) or is a Cluster node to a plain client, for
-    :meth:`RedisRelay._guard` to report."""
+def _reply_error(results: list[Any]) -> Exception | None:
+    """A pipeline's reply that says the server cannot serve now (a Cluster that is down
+    or moving slots, a lost connection) or is a Cluster node to a plain client: raised
+    under :meth:`RedisRelay._guard`, which says which it is."""
     from redis.exceptions import AskError, ClusterError, TryAgainError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -511,7 +523,8 @@ def _raise_unavailable(results: list[Any]) -> None:
     kinds = (ClusterError, TryAgainError, AskError, RedisConnectionError, RedisTimeoutError)
     for result in results:
         if isinstance(result, kinds):
-            raise result
+            return result
+    return None
 
 
 def _parse_id(raw: bytes) -> tuple[int, int]:
