@@ -1,10 +1,13 @@
-"""Write docs/en/benchmarks.md from the saved results (benchmarks/results/*.json).
+"""Write docs/en/benchmarks.md and docs/en/scaling.md from benchmarks/results/*.json.
 
-    python -m benchmarks.report_docs            # rewrite the page
-    python -m benchmarks.report_docs --check    # exit 1 if the page and the results differ
+    python -m benchmarks.report_docs            # rewrite the pages
+    python -m benchmarks.report_docs --check    # exit 1 if a page and the results differ
+
+docs/en/scaling.md is the relay's page (``relay.json``, from ``bench_relay``); benchmarks.md
+gives it a short section that links there.
 
 ``make bench`` (``python -m benchmarks``) rewrites the page after the benchmarks ran, and
-``tests/test_docs_benchmarks.py`` fails when the committed page is not what the committed
+``tests/test_docs_facts.py`` fails when a committed page is not what the committed
 results give. The SVG charts it embeds (``benchmarks/charts.py``, docs/en/assets/bench/) are
 written with it, from the same JSON. Every figure on the page comes from the JSON; the prose
 around the tables says how each was measured, never what it was. The section between the
@@ -24,6 +27,7 @@ from benchmarks import charts
 from benchmarks._report import RESULTS_DIR
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "en" / "benchmarks.md"
+SCALING_PAGE = PAGE.parent / "scaling.md"  # the relay's figures (relay.json)
 
 # Names the benchmarks give their rows (see bench_transports.py, bench_coldstart.py).
 DIRECT = "kagura call_llm_stream, direct"
@@ -752,6 +756,592 @@ def peers_section(r: Json) -> str:
     )
 
 
+def relay_section(r: Json) -> str:
+    """benchmarks.md's short view of ``relay.json``: the targets; the rest is on scaling.md."""
+    return "\n".join(
+        [
+            "## The relay through Redis { #relay }",
+            "",
+            "`bench_relay`: the delay `RedisRelay` adds to each chunk between a producer "
+            "process and a reader process, beside the same chunks sent directly over loopback "
+            "TCP; what it costs both processes and the Redis server; one stream read by many "
+            "readers; and a reader joining late, beside `resumable-stream`. The tables, how "
+            "they were measured and what to do with them are on [Scaling out](scaling.md).",
+            "",
+            targets_table(r.get("targets", [])),
+        ]
+    )
+
+
+# --- docs/en/scaling.md (relay.json) ---------------------------------------------------------
+
+
+def _relay_runs(r: Json) -> Iterable[tuple[Json, Json]]:
+    """(scenario, run) for every run of every scenario, in order."""
+    for scenario in r["delay"]:
+        for run in scenario["runs"]:
+            yield scenario, run
+
+
+def _is_relay(run: Json) -> bool:
+    return run["mode"] == "relay"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else num(value)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0f} %"
+
+
+def _delivered(scenario: Json, run: Json) -> str:
+    expected = run["chunks_scheduled"] * scenario["readers_per_stream"]
+    if run["complete"]:
+        return f"all {expected:,}"
+    failed = f"; {run['reads_failed']:,} reads failed" if run["reads_failed"] else ""
+    return f"**{run['chunks_received']:,} of {expected:,}**{failed}"
+
+
+def _default_relay(scenario: Json) -> Json:
+    return next(run for run in scenario["runs"] if _is_relay(run) and not run["settings"])
+
+
+def _scripts(commands: Mapping[str, int]) -> int:
+    """Calls of the relay's Lua scripts and of the commands they run (lease renewals, ends)."""
+    return sum(commands.get(name, 0) for name in ("evalsha", "eval", "get", "pexpire", "del",
+                                                    "xrevrange", "script|load"))  # fmt: skip
+
+
+def scaling_summary(r: Json) -> str:
+    lines: list[str] = []
+    for scenario in r["delay"]:
+        relay = _default_relay(scenario)
+        direct = next(run for run in scenario["runs"] if not _is_relay(run))
+        delivered = "" if relay["complete"] else (
+            f"; **{relay['reads_failed']:,} of {scenario['streams']:,} streams ended early** "
+            "(`ProducerLost`)"
+        )  # fmt: skip
+        lines.append(
+            f"- {scenario['name']}: delay p50 {num(relay['p50_ms'], 'ms')} and p99 "
+            f"{num(relay['p99_ms'], 'ms')} through the relay, {num(direct['p50_ms'], 'ms')} "
+            f"and {num(direct['p99_ms'], 'ms')} direct{delivered}."
+        )
+    conns = sorted(
+        {
+            (run["redis_connections"]["producer"], run["redis_connections"]["reader"])
+            for _, run in _relay_runs(r)
+            if _is_relay(run) and not run["settings"]
+        }
+    )
+    producer = sorted({c[0] for c in conns})
+    reader = sorted({c[1] for c in conns})
+    lines.append(
+        "- Redis connections with the default settings, however many streams and readers: "
+        f"{_span(producer)} for the producing process, {_span(reader)} for the reading one."
+    )
+    joins = r["resume"]["joins"]
+    for name, cases in joins.items():
+        start = cases.get("from the start")
+        if start is not None:
+            lines.append(
+                f"- {name}: a reader joining after {r['resume']['backlog_chunks']:,} chunks had "
+                f"them all in {num(start['backlog_ms'], 'ms')} ({num(start['redis_commands'])} "
+                "Redis commands)."
+            )
+    return "\n".join(
+        [
+            "## Summary { #summary }",
+            "",
+            *lines,
+            "",
+            targets_table(r.get("targets", [])),
+        ]
+    )
+
+
+def _span(values: Sequence[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]} to {values[-1]}"
+
+
+def scaling_method(r: Json) -> str:
+    return "\n".join(
+        [
+            "## How it was measured { #method }",
+            "",
+            "`bench_relay` starts its own `redis-server` "
+            f"({r['redis_server']}; a loopback port, no persistence) and runs each scenario "
+            f"for {num(r['duration_s'], 's')} in two fresh Python processes on asyncio's own "
+            "loop: a *producer* whose sources write chunks on absolute deadlines (the streams' "
+            "phases spread evenly over one interval), and a *reader* that reads every stream. "
+            f"Each chunk is {r['chunk_chars']} characters that start with the "
+            "`CLOCK_MONOTONIC` time at which its source yielded it (one clock for every process "
+            "of the machine); its *delay* is the moment it reaches the reader's loop body minus "
+            "that time, over every chunk of every stream.",
+            "",
+            "- *direct*: no relay. Each reader has a loopback TCP connection to the producer, "
+            "which writes each chunk to it as an SSE frame: what a web server does for its own "
+            "streams, the floor the relay is compared with.",
+            "- *relay*: the producer calls `relay.publish` for every stream and the reader "
+            "`relay.read`, each with one `RedisRelay` "
+            + ", ".join(f"(`{k}={v}`" if i == 0 else f"`{k}={v}`"
+                        for i, (k, v) in enumerate(r["relay_settings"].items()))
+            + " unless the row names another setting). *Added* is the relay's percentile "
+            "minus the direct run's.",
+            "- Redis's share, from its own counters between the producer's start signal and "
+            "the reader's last chunk: `INFO commandstats` calls (every command, those the "
+            "relay's Lua scripts run included) per chunk the sources wrote, "
+            "`used_cpu_user + used_cpu_sys` over the wall time, bytes in and out per chunk, "
+            "and the connections of each process (`CLIENT LIST` by client name, halfway "
+            "through). The benchmark's own `INFO` and `CLIENT LIST` requests are left out.",
+            "- CPU: each process's user and system time over the run, per chunk written "
+            "(producer) and per chunk delivered (reader); *CPU %* is of one core.",
+        ]
+    )  # fmt: skip
+
+
+def scaling_delay(r: Json) -> str:
+    rows: list[list[str]] = []
+    for scenario, run in _relay_runs(r):
+        relay = _is_relay(run)
+        rows.append(
+            [
+                scenario["name"],
+                run["path"],
+                _ms(run["p50_ms"]),
+                _ms(run["p90_ms"]),
+                _ms(run["p99_ms"]),
+                _ms(run["max_ms"]),
+                num(run["added_p50_ms"]) if relay else "",
+                num(run["added_p99_ms"]) if relay else "",
+                _delivered(scenario, run),
+            ]
+        )
+    return "\n".join(
+        [
+            "## Delay across processes { #delay }",
+            "",
+            "The delay of every chunk from the moment its source yielded it in the producer "
+            "process to the moment the reader process's loop body got it. Target: the relay "
+            f"adds at most {num(r['target_added_p99_ms'], 'ms')} at p99 at the two rates of "
+            "the issue (a hundred fast streams, a thousand slow ones), and delivers every "
+            "chunk.",
+            "",
+            table(
+                [
+                    "scenario",
+                    "path",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "max ms",
+                    "added p50 ms",
+                    "added p99 ms",
+                    "chunks delivered",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+def scaling_cost(r: Json) -> str:
+    rows: list[list[str]] = []
+    command_rows: list[list[str]] = []
+    for scenario, run in _relay_runs(r):
+        relay = _is_relay(run)
+        conns = run.get("redis_connections")
+        rows.append(
+            [
+                scenario["name"],
+                run["path"],
+                num(run["producer_cpu_us_per_chunk"]),
+                num(run["reader_cpu_us_per_delivery"]),
+                _pct(run["producer_cpu_pct"]),
+                _pct(run["reader_cpu_pct"]),
+                num(run["source_late_p99_ms"]),
+                num(run["redis_commands_per_chunk"]) if relay else "",
+                _pct(run["redis_cpu_pct"]) if relay else "",
+                num(run["redis_bytes_per_chunk"]) if relay else "",
+                f"{conns['producer']} + {conns['reader']}" if conns else "",
+                num(run["load_avg_1_min_before"]),
+            ]
+        )
+        if relay:
+            commands: dict[str, int] = run["redis_commands"]
+            written = run["chunks_written"]
+            scripts = _scripts(commands)
+            known = commands.get("xadd", 0) + commands.get("xread", 0)
+            known += commands.get("exists", 0) + commands.get("xrange", 0) + scripts
+            command_rows.append(
+                [
+                    scenario["name"],
+                    run["path"],
+                    num(commands.get("xadd", 0) / written),
+                    num(written / commands["xadd"]) if commands.get("xadd") else "n/a",
+                    num(commands.get("xread", 0) / written),
+                    num((commands.get("exists", 0) + commands.get("xrange", 0)) / written),
+                    num(scripts / written),
+                    num((run["redis_calls"] - known) / written),
+                    num(run["redis_commands_per_chunk"]),
+                ]
+            )
+    return "\n".join(
+        [
+            "## What it costs { #cost }",
+            "",
+            "The same runs. *Source late p99* is how late the producer's sources yielded "
+            "their chunks against their deadlines: a producer process that falls behind shows "
+            "it there first. *Load* is the machine's one-minute load average as the run "
+            "started (other work on the machine shares its cores).",
+            "",
+            table(
+                [
+                    "scenario",
+                    "path",
+                    "producer CPU µs/chunk",
+                    "reader CPU µs/delivery",
+                    "producer CPU",
+                    "reader CPU",
+                    "source late p99 ms",
+                    "Redis commands/chunk",
+                    "Redis CPU",
+                    "Redis bytes/chunk",
+                    "Redis connections (producer + reader)",
+                    "load",
+                ],
+                rows,
+            ),
+            "",
+            "Redis commands per chunk written, by kind: `XADD` appends one entry (the events "
+            "of one batch; *chunks per XADD* says how many shared one), `XREAD` is the "
+            "readers' follow loop, `EXISTS` and `XRANGE` are lease checks and reads from "
+            "storage, and *scripts* are the lease renewals and the ends (`EVALSHA` and the "
+            "`GET`, `PEXPIRE`, `DEL` and `XREVRANGE` they run).",
+            "",
+            table(
+                [
+                    "scenario",
+                    "path",
+                    "XADD",
+                    "chunks per XADD",
+                    "XREAD",
+                    "EXISTS + XRANGE",
+                    "scripts",
+                    "other",
+                    "all",
+                ],
+                command_rows,
+            ),
+        ]
+    )
+
+
+def scaling_fanout(r: Json) -> str:
+    parts = ["## One stream, many readers { #fan-out }", ""]
+    for scenario in r["delay"]:
+        if scenario["readers_per_stream"] <= 1:
+            continue
+        relay = _default_relay(scenario)
+        direct = next(run for run in scenario["runs"] if not _is_relay(run))
+        conns = relay["redis_connections"]
+        parts += [
+            f"{scenario['name']}: {scenario['readers_per_stream']:,} reads of one stream in one "
+            f"process follow it through the relay's single follow loop. p99 delay "
+            f"{num(relay['p99_ms'], 'ms')} through the relay, {num(direct['p99_ms'], 'ms')} "
+            f"with {scenario['readers_per_stream']:,} direct connections to the producer; the "
+            f"reading process held {conns['reader']} Redis connections and the producing one "
+            f"{conns['producer']}, and Redis ran {num(relay['redis_commands_per_chunk'])} "
+            "commands per chunk written, whatever the number of readers. The direct path "
+            f"cost the producer {num(direct['producer_cpu_us_per_chunk'], 'µs')} of CPU per "
+            "chunk (one write per reader), the relay "
+            f"{num(relay['producer_cpu_us_per_chunk'], 'µs')}.",
+            "",
+        ]
+    return "\n".join(parts).rstrip()
+
+
+def scaling_resume(r: Json) -> str:
+    x = r["resume"]
+    vercel: Json = x["resumable_stream"]
+    rows = [
+        [
+            name,
+            case,
+            num(j["first_chunk_ms"]),
+            num(j["backlog_ms"]),
+            num(j["min_backlog_ms"]),
+            num(j["redis_commands"]),
+            f"{j['redis_bytes']:,.0f}",
+            "yes" if j["correct"] else "**no**",
+        ]
+        for name, cases in x["joins"].items()
+        for case, j in cases.items()
+    ]
+    text = [
+        "## A reader joining late { #resume }",
+        "",
+        f"One stream has written {x['backlog_chunks']:,} chunks of {x['chunk_chars']} "
+        f"characters (one every {num(x['chunk_gap_s'] * 1e3, 'ms')}, so each is an entry of "
+        "its own) and waits. A new reader joins, in the same process but on connections of "
+        "its own, either from the start or after chunk "
+        f"{x['resume_at']:,} (a browser reconnecting with its last event id), and reads to "
+        "the end of the backlog: the time from the call to the first chunk and to the "
+        "backlog's last character, and Redis's commands and bytes (in and out) over the "
+        f"join. Medians of {x['rounds']} rounds, interleaved; *correct* is whether the text "
+        "read equals the text written.",
+        "",
+    ]
+    if vercel.get("version") is None:
+        text += [
+            "`resumable-stream` (the Python port of Vercel's `resumable-stream`, in the "
+            "`bench` extra) was not installed for this run.",
+            "",
+        ]
+    elif "error" in vercel:
+        text += [
+            f"`resumable-stream` {vercel['version']} did not run against this server: "
+            f"`{vercel['error']}`.",
+            "",
+        ]
+    else:
+        text += [
+            f"Beside it, `resumable-stream` {vercel['version']}, the Python port of Vercel's "
+            "`resumable-stream`: its producer keeps the stream's text in its own memory and "
+            "answers a late reader over Redis pub/sub with everything after "
+            "`skip_characters` in one message "
+            "(`resume_existing_stream(stream_id, skip_characters)`), so its first chunk is "
+            "the whole backlog. Its producer keeps every reader that ever joined on its list "
+            "and publishes each later chunk to each of them, and once the stream is done (or "
+            "its producing process is gone) there is nothing to resume.",
+            "",
+        ]
+    text.append(
+        table(
+            [
+                "library",
+                "joins",
+                "first chunk ms",
+                "whole backlog ms",
+                "min ms",
+                "Redis commands",
+                "Redis bytes",
+                "correct",
+            ],
+            rows,
+        )
+    )
+    tails = x.get("tail", {})
+    if tails:
+        text += [
+            "",
+            f"Then each stream writes its last {x['tail_chunks']} chunks, after the "
+            "late readers have left, and is asked for once more after its end:",
+            "",
+            table(
+                [
+                    "library",
+                    "Redis commands per chunk after the late readers left",
+                    "after the end",
+                ],
+                [
+                    [
+                        name,
+                        f"{num(t['redis_commands_per_chunk'])} ("
+                        + ", ".join(f"{k} {v:,}" for k, v in t["redis_commands"].items())
+                        + f"; {t['late_readers_joined_before']} late readers had joined)",
+                        x["after_end"].get(name, "n/a"),
+                    ]
+                    for name, t in tails.items()
+                ],
+            ),
+        ]
+    return "\n".join(text)
+
+
+def scaling_sizing(r: Json) -> str:
+    settings: Json = r["relay_settings"]
+    relays = [(s, run) for s, run in _relay_runs(r) if _is_relay(run)]
+    defaults = [(s, run) for s, run in relays if not run["settings"]]
+    conns = sorted(
+        {run["redis_connections"][side] for _, run in defaults for side in ("producer", "reader")}
+    )
+    one_reader = [(s, run) for s, run in defaults if s["readers_per_stream"] == 1]
+    # The scenarios by total rate: the slowest one, and the others (the issue's rates).
+    one_reader.sort(key=lambda x: x[0]["streams"] * x[0]["rate_per_s"])
+    calm, busy = one_reader[0], one_reader[1:]
+    cs, crun = calm
+    direct = {s["name"]: next(x for x in s["runs"] if not _is_relay(x)) for s, _ in one_reader}
+
+    def rate(s: Json) -> str:
+        return f"{s['streams'] * s['rate_per_s']:,.0f}"
+
+    def behind(s: Json, run: Json) -> str:
+        lost = ""
+        if run["reads_failed"]:
+            lost = f"; {run['reads_failed']:,} streams ended with `ProducerLost`"
+        return (
+            f"{s['name']} ({rate(s)} chunks/s: sources late by "
+            f"{num(run['source_late_p99_ms'], 'ms')} at p99 against "
+            f"{num(direct[s['name']]['source_late_p99_ms'], 'ms')} direct, delay p99 "
+            f"{num(run['p99_ms'], 'ms')}{lost})"
+        )
+
+    def added(field: str) -> str:
+        return num(crun[field] - direct[cs["name"]][field], "µs")
+
+    redis_per_k = [
+        run["redis_cpu_pct"] / (s["streams"] * s["rate_per_s"] / 1000) for s, run in one_reader
+    ]
+    biggest = max(defaults, key=lambda x: x[1]["redis_calls"])
+    script_share = _scripts(biggest[1]["redis_commands"]) / biggest[1]["redis_calls"]
+    lines = [
+        "## What to do with these numbers { #sizing }",
+        "",
+        "- **Redis connections.** A `RedisRelay` holds a pool of at most `max_connections` "
+        f"(default {settings.get('max_connections')}), opened as its exchanges overlap, "
+        "and, once it has readers, one more connection on which a single loop follows every "
+        f"stream they read. In these runs a process held {_span(conns)}, however many "
+        "streams and readers it had. Budget `workers * (max_connections + 1)` against the "
+        "server's `maxclients`, and share one relay among all the requests of a process.",
+        "- **Chunks per worker process.** Every chunk costs the producing process its share "
+        "of an `XADD` round trip and each reading process its share of an `XREAD`, through "
+        f"redis-py. At {rate(cs)} chunks/s in all ({cs['name']}) the relay added "
+        f"{added('producer_cpu_us_per_chunk')} of CPU per chunk to the producing process and "
+        f"{added('reader_cpu_us_per_delivery')} to the reading one (relay row minus direct "
+        "row); its sources were late by "
+        f"{num(crun['source_late_p99_ms'], 'ms')} at p99 (direct: "
+        f"{num(direct[cs['name']]['source_late_p99_ms'], 'ms')}). With more chunks per "
+        "process the producing one fell behind: "
+        + "; ".join(behind(s, run) for s, run in busy)
+        + ". Its exchanges with Redis queue behind one another, batches grow, and a lease "
+        "renewal that waits longer than the lease gives the stream up. Measure the rate at "
+        "which your "
+        "workers fall behind, keep each well below it, and add worker processes rather than "
+        "streams per process: the Redis CPU column shows that Redis is not what runs out "
+        "first.",
+        f"- **`batch_window`** (default {settings.get('batch_window')} s) is how long a "
+        "producer holds a batch open: events that arrive within it share one `XADD`, so a "
+        "fast stream costs fewer commands and less CPU per chunk, and each chunk may wait "
+        "that much longer. It does nothing for a stream slower than one chunk per window "
+        "(each chunk is alone in it): a thousand slow streams cost one `XADD` per chunk "
+        "whatever the window. A producer that falls behind batches anyway (the *chunks per "
+        "XADD* column).",
+        f"- **`maxlen`** (default {settings.get('maxlen'):,}) is how many entries (batches) "
+        "Redis keeps per running stream: memory (about the *Redis bytes* per chunk a late "
+        "reader reads above, times the entries, times the running streams) against how far "
+        "behind a reader may fall before `EntriesTrimmed`. After the end, the entries expire "
+        "`ttl` later whatever `maxlen` is.",
+        f"- **`lease`** (default {settings.get('lease')} s): each running stream renews its "
+        "lease every third of it with one script, however slow the stream, so a shorter "
+        "lease costs more commands and a longer one makes readers wait longer for "
+        "`ProducerLost` when a producer dies. With many slow streams the renewals dominate: "
+        f"at {biggest[0]['name']} the scripts (renewals and ends) were {script_share:.0%} of "
+        "Redis's commands.",
+        "- **Several Redis servers.** Redis runs commands on one core; here it used "
+        f"{_span_pct(redis_per_k)} of a core per thousand chunks/s written (one reader per "
+        "stream). When a server's core, or its memory (the entries kept, times their size), "
+        "nears its limit, spread the streams over a Redis Cluster with "
+        "`RedisRelay(url, cluster=True, shards=...)` ([Redis "
+        "Cluster](relay.md#redis-cluster)). Replicas add failover, not capacity: the relay "
+        "reads and writes on primaries.",
+    ]
+    for s, run in relays:
+        if not run["settings"]:
+            continue
+        base = _default_relay(s)
+        lines.append(
+            f"- **`{run['path'].removeprefix('relay, ')}`** beside the defaults at "
+            f"{s['name']}: delay p50 {num(run['p50_ms'], 'ms')} and p99 "
+            f"{num(run['p99_ms'], 'ms')} (defaults: {num(base['p50_ms'], 'ms')} and "
+            f"{num(base['p99_ms'], 'ms')}); {num(run['redis_commands_per_chunk'])} Redis "
+            f"commands per chunk ({num(base['redis_commands_per_chunk'])}); producer CPU "
+            f"{num(run['producer_cpu_us_per_chunk'], 'µs')} per chunk "
+            f"({num(base['producer_cpu_us_per_chunk'], 'µs')}); "
+            f"{run['redis_connections']['producer']} + {run['redis_connections']['reader']} "
+            "connections."
+        )
+    return "\n".join(lines)
+
+
+def _span_pct(values: Sequence[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f} to {high:.0f} %"
+
+
+def scaling_machine(r: Json) -> str:
+    m = r["machine"]
+    load = m.get("load_avg_1_5_15_min")
+    versions = ", ".join(f"{k} {v or 'not installed'}" for k, v in r["versions"].items())
+    return "\n".join(
+        [
+            "## The machine { #machine }",
+            "",
+            "Where and when `relay.json` was written. Other processes on a shared machine "
+            "take cores from the three processes measured (producer, reader, Redis), which "
+            "shows as delay: compare the paths of one run, not milliseconds across machines. "
+            "The load average is the one as the run started; each row above has its own.",
+            "",
+            table(
+                ["date", "Python", "platform", "CPUs", "load average", "redis-server", "libraries"],
+                [
+                    [
+                        m["date"],
+                        m["python"],
+                        m["platform"],
+                        str(m["cpus"]),
+                        " / ".join(map(str, load)) if load else "n/a",
+                        r["redis_server"],
+                        versions,
+                    ]
+                ],
+            ),
+        ]
+    )
+
+
+def render_scaling(results: Path = RESULTS_DIR) -> str:
+    """docs/en/scaling.md, from ``relay.json`` in ``results``."""
+    head = [
+        "<!-- Generated by `python -m benchmarks.report_docs` from benchmarks/results/relay.json:",
+        "     edit benchmarks/report_docs.py, not this page. -->",
+        "# Scaling out",
+        "",
+        "What it takes to serve streams from several processes through the "
+        "[relay](relay.md) and Redis: the delay `RedisRelay` adds to each chunk between a "
+        "producing and a reading process, beside the same chunks sent directly; what it costs "
+        "both processes and the Redis server; how many connections it holds; and what a "
+        "reader joining late costs, beside Vercel's approach. Every figure on this page is "
+        "read from `benchmarks/results/relay.json`, which `bench_relay` writes (and then "
+        "rewrites this page); a test fails when the two disagree. The figures are from one "
+        "shared machine: rerun them on yours before you size anything from them.",
+        "",
+        "```sh",
+        "make redis                                      # Debian's redis-server, if missing",
+        ".venv/bin/python -m benchmarks bench_relay      # about two minutes, then this page",
+        ".venv/bin/python -m benchmarks.report_docs      # this page from the saved results",
+        "```",
+    ]
+    path = results / "relay.json"
+    if not path.exists():
+        return "\n".join([*head, "", "No results yet: run `bench_relay`."]) + "\n"
+    r: Json = json.loads(path.read_text())
+    sections = (
+        scaling_summary,
+        scaling_method,
+        scaling_delay,
+        scaling_cost,
+        scaling_fanout,
+        scaling_resume,
+        scaling_sizing,
+        scaling_machine,
+    )
+    parts = head
+    for section in sections:
+        parts += ["", section(r)]
+    return "\n".join(parts) + "\n"
+
+
 def doubling_table(
     runs: Sequence[Json],
     target: float,
@@ -786,6 +1376,7 @@ SECTIONS: dict[str, Callable[[Json], str]] = {
     "protocols": protocols_section,
     "telemetry": telemetry_section,
     "peers": peers_section,
+    "relay": relay_section,
 }
 
 
@@ -827,7 +1418,15 @@ def render(results: Path = RESULTS_DIR) -> str:
 
 def write(page: Path = PAGE, results: Path = RESULTS_DIR) -> bool:
     """Rewrite the page; whether it changed."""
-    text = render(results)
+    return _write(page, render(results))
+
+
+def write_scaling(page: Path = SCALING_PAGE, results: Path = RESULTS_DIR) -> bool:
+    """Rewrite docs/en/scaling.md; whether it changed."""
+    return _write(page, render_scaling(results))
+
+
+def _write(page: Path, text: str) -> bool:
     if page.exists() and page.read_text(encoding="utf-8") == text:
         return False
     page.write_text(text, encoding="utf-8")
@@ -835,12 +1434,15 @@ def write(page: Path = PAGE, results: Path = RESULTS_DIR) -> bool:
 
 
 def main(argv: Sequence[str] = sys.argv[1:]) -> int:
+    pages = ((PAGE, render), (SCALING_PAGE, render_scaling))
     if "--check" in argv:
-        if PAGE.read_text(encoding="utf-8") != render():
-            print(f"{PAGE} is out of date: run python -m benchmarks.report_docs")
-            return 1
+        for page, make in pages:
+            if not page.exists() or page.read_text(encoding="utf-8") != make(RESULTS_DIR):
+                print(f"{page} is out of date: run python -m benchmarks.report_docs")
+                return 1
         return charts.main(["--check"])
     print(f"{'wrote' if write() else 'unchanged:'} {PAGE}")
+    print(f"{'wrote' if write_scaling() else 'unchanged:'} {SCALING_PAGE}")
     charts.main([])
     return 0
 

@@ -1,16 +1,21 @@
-"""The benchmarks' own parts work: the paced server serves what it claims, and the clients
-compared side by side read the same text. (Timings belong to ``make bench``, not here.)"""
+"""The benchmarks' own parts work: the paced server serves what it claims, the clients
+compared side by side read the same text, and the relay benchmark's processes and Redis
+readings count what they claim. (Timings belong to ``make bench``, not here.)"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
-from benchmarks import bench_concurrency, bench_pipeline, bench_transports
+import pytest
+from benchmarks import bench_concurrency, bench_pipeline, bench_relay, bench_transports
 from benchmarks._loopback_proc import ServerProcess, stream_text
 from benchmarks._paced_server import PacedServer
+from benchmarks._redis_proc import RedisProcess
 from pydantic import SecretStr
 
 import kagura
+from _redis_server import need_redis
 from kagura.events import Finish, TextDelta, Usage
 
 
@@ -66,3 +71,69 @@ async def test_transport_benchmark_clients_without_litellm_yield_the_same_text()
             await close()
     assert bench_transports.AIOHTTP_FLOOR in texts
     assert set(texts.values()) == {stream_text(5)}, texts
+
+
+# --- bench_relay: its redis-server, its two processes, the late reader -----------------------
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    need_redis()
+    with RedisProcess() as server:
+        yield server
+
+
+def test_redis_readings_count_only_the_traffic_in_between(redis_process: RedisProcess) -> None:
+    import redis
+
+    client = redis.Redis(port=redis_process.port, client_name="someone")
+    client.ping()  # connected (and named) before the first reading
+    before = redis_process.stats()
+    for i in range(3):
+        client.set(f"k{i}", "x" * 100)
+    assert redis_process.clients() == {"someone": 1}
+    spent = redis_process.stats() - before
+    client.close()
+    assert spent.commands == {"set": 3}  # neither INFO nor CLIENT LIST
+    request = len(b"*3\r\n$3\r\nSET\r\n$2\r\nk0\r\n$100\r\n" + b"x" * 100 + b"\r\n")
+    assert (spent.bytes_in, spent.bytes_out) == (3 * request, 3 * len(b"+OK\r\n"))
+
+
+@pytest.mark.parametrize("mode", [bench_relay.DIRECT, bench_relay.RELAY])
+def test_relay_benchmark_processes_deliver_every_chunk_in_order(
+    redis_process: RedisProcess, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench_relay, "DURATION_S", 0.3)
+    scenario = bench_relay.Scenario(3, 20.0, readers_per_stream=2)
+    row = bench_relay._run(redis_process, scenario, mode)  # pyright: ignore[reportPrivateUsage]
+    assert (row["chunks_scheduled"], row["chunks_written"]) == (3 * 6, 3 * 6)
+    assert row["chunks_received"] == 3 * 6 * 2
+    assert row["complete"]
+    assert (row["reads_failed"], row["logged"]) == (0, {})
+    assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    if mode == bench_relay.RELAY:
+        assert row["redis_commands"]["xadd"] >= 1
+        assert row["redis_commands_per_chunk"] > 0
+        assert row["redis_connections"]["producer"] >= 1
+        assert row["redis_connections"]["reader"] >= 1
+    else:
+        assert "redis_commands" not in row
+
+
+async def test_late_readers_read_the_backlog_in_both_libraries(
+    redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {"BACKLOG": 40, "RESUME_AT": 30, "TAIL": 5, "RESUME_ROUNDS": 1}.items():
+        monkeypatch.setattr(bench_relay, name, value)
+    async with asyncio.timeout(60):
+        result = await bench_relay._resume(redis_process)  # pyright: ignore[reportPrivateUsage]
+    joins = result["joins"]
+    libraries = [bench_relay.KAGURA]
+    if result["resumable_stream"]["version"] is not None:
+        assert "error" not in result["resumable_stream"]
+        libraries.append(bench_relay.VERCEL)
+    assert sorted(joins) == sorted(libraries)
+    for name in libraries:
+        assert set(joins[name]) == {"from the start", "after chunk 30"}
+        assert all(j["correct"] and j["redis_commands"] > 0 for j in joins[name].values())
+    assert result["after_end"][bench_relay.KAGURA] == "all 45 chunks"

@@ -1,7 +1,7 @@
 """What the docs state about the code and the measurements, checked against them.
 
-- docs/en/benchmarks.md is what ``benchmarks.report_docs`` writes from the saved results,
-  and no other page retypes a measured figure (they link to it);
+- docs/en/benchmarks.md and docs/en/scaling.md are what ``benchmarks.report_docs`` writes
+  from the saved results, and no other page retypes a measured figure (they link to them);
 - the ``LLMConfig`` table of docs/en/configuration.md lists every field with its default;
 - the exception tree of docs/en/errors.md is ``kagura.errors``'s;
 - offline models run in process, without importing litellm, as README.md and
@@ -26,6 +26,8 @@ from kagura import LLMConfig
 from test_docs import DOCS, ROOT, markdown_files, parse_blocks
 
 BENCHMARKS_PAGE = DOCS / "en" / "benchmarks.md"
+SCALING_PAGE = DOCS / "en" / "scaling.md"
+GENERATED_PAGES = (BENCHMARKS_PAGE, SCALING_PAGE)
 
 
 def test_benchmarks_page_is_written_from_the_saved_results() -> None:
@@ -34,6 +36,24 @@ def test_benchmarks_page_is_written_from_the_saved_results() -> None:
         "docs/en/benchmarks.md and benchmarks/results/*.json disagree: "
         "run `python -m benchmarks.report_docs` (or `make bench-docs`)"
     )
+
+
+def test_scaling_page_is_written_from_the_saved_relay_results() -> None:
+    assert report_docs.SCALING_PAGE == SCALING_PAGE
+    assert (report_docs.RESULTS_DIR / "relay.json").exists(), "run the relay benchmark"
+    assert SCALING_PAGE.read_text(encoding="utf-8") == report_docs.render_scaling(), (
+        "docs/en/scaling.md and benchmarks/results/relay.json disagree: "
+        "run `python -m benchmarks.report_docs` (or `make bench-docs`)"
+    )
+
+
+def test_report_docs_check_compares_both_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = tmp_path / "scaling.md"
+    stale.write_text(report_docs.render_scaling() + "edited by hand\n", encoding="utf-8")
+    monkeypatch.setattr(report_docs, "SCALING_PAGE", stale)
+    assert report_docs.main(["--check"]) == 1
 
 
 def test_every_saved_result_has_a_section_on_the_page() -> None:
@@ -51,6 +71,18 @@ def test_benchmarks_page_follows_a_change_in_the_results(tmp_path: Path) -> None
     page = report_docs.render(tmp_path)
     assert "`import kagura`: 123 ms" in page
     assert page != report_docs.render()
+
+
+def test_scaling_page_follows_a_change_in_the_results(tmp_path: Path) -> None:
+    relay = json.loads((report_docs.RESULTS_DIR / "relay.json").read_text())
+    scenario = relay["delay"][0]
+    default = next(r for r in scenario["runs"] if r["mode"] == "relay" and not r["settings"])
+    default["p99_ms"] = 123.456
+    (tmp_path / "relay.json").write_text(json.dumps(relay))
+    page = report_docs.render_scaling(tmp_path)
+    assert f"- {scenario['name']}: delay p50 " in page
+    assert "and p99 123 ms through the relay" in page
+    assert page != report_docs.render_scaling()
 
 
 # A measured figure: a time in µs or ms, or "N times" (digits or words).
@@ -73,12 +105,15 @@ def _prose(path: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in markdown_files() if p != BENCHMARKS_PAGE],
+    [p for p in markdown_files() if p not in GENERATED_PAGES],
     ids=lambda p: p.relative_to(ROOT).as_posix(),
 )
-def test_measured_figures_are_only_on_the_benchmarks_page(path: Path) -> None:
+def test_measured_figures_are_only_on_the_benchmarks_pages(path: Path) -> None:
     retyped = [f"{n}: {text.strip()}" for n, text in _prose(path) if _MEASURED.search(text)]
-    assert not retyped, "link to docs/en/benchmarks.md instead of quoting:\n" + "\n".join(retyped)
+    assert not retyped, (
+        "link to docs/en/benchmarks.md or docs/en/scaling.md instead of quoting:\n"
+        + "\n".join(retyped)
+    )
 
 
 def _configuration_table() -> dict[str, str]:
