@@ -44,6 +44,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A suite started in the background (`pytest &` in a script, nohup) has SIGINT ignored,
+    # and a child inherits that: Ctrl-C would then do nothing. A person's terminal has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(*args: str, env: Mapping[str, str] = {}, cwd: Path | None = None) -> pexpect.spawn:
     """``kagura ARGS`` in a fresh 30x100 terminal."""
     base = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
@@ -56,6 +62,7 @@ def spawn(*args: str, env: Mapping[str, str] = {}, cwd: Path | None = None) -> p
         dimensions=(30, 100),
         encoding="utf-8",
         timeout=20,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
 
 

@@ -1,8 +1,8 @@
 """Answers through kagura's litellm transport, in a process of their own.
 
-``python _litellm_child.py '<json: {"config": {...}, "count": N, "prompt": "..."}>'`` makes
-N streamed calls in turn and prints each answer as one JSON line: text, tool calls and
-usage. The Gemini tests use it for litellm, the reference: litellm's Gemini path leaves
+``python _litellm_child.py '<json: {"config": {...}, "prompts": ["...", ...]}>'`` makes
+one streamed call per prompt, in turn, and prints each answer as one JSON line: text, tool
+calls and usage. The Gemini tests use it for litellm, the reference: litellm's Gemini path leaves
 connections to be collected at some later point, which in the test process would fail
 whichever test was running then.
 """
@@ -38,8 +38,8 @@ async def answer(config: LLMConfig, prompt: str) -> dict[str, Any]:
 
 async def main(args: dict[str, Any]) -> None:
     config = LLMConfig(**args["config"])
-    for _ in range(args["count"]):
-        print(json.dumps(await answer(config, args["prompt"])), flush=True)
+    for prompt in args["prompts"]:
+        print(json.dumps(await answer(config, prompt)), flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import itertools
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ from kagura.llm.request import prepare_request
 from kagura.llm.streaming import stream_events
 from kagura.llm.transports import resolve_transport
 from kagura.llm.transports.gemini import GeminiTransport
-from kagura.testing.loopback import LoopbackServer, Script, ScriptedToolCall
+from kagura.testing.loopback import LoopbackServer, RecordedRequest, Script, ScriptedToolCall
 
 KEY = "gm-test-key-0123456789"
 DATA = Path(__file__).resolve().parents[2] / "data" / "gemini"
@@ -896,8 +897,8 @@ async def _answer(config: LLMConfig, script: Script, loopback: LoopbackServer) -
     }
 
 
-def _through_litellm(loopback: LoopbackServer, count: int, prompt: str) -> list[dict[str, Any]]:
-    """``count`` answers from litellm, in a child process (see ``_litellm_child``)."""
+def _through_litellm(loopback: LoopbackServer, prompts: list[str]) -> list[dict[str, Any]]:
+    """litellm's answer to each prompt in turn, in a child process (see ``_litellm_child``)."""
     config = {
         "model": "gemini/gemini-x",
         "api_base": loopback.url,
@@ -906,7 +907,7 @@ def _through_litellm(loopback: LoopbackServer, count: int, prompt: str) -> list[
         "enable_cache": False,
         "transport": "litellm",
     }
-    args = json.dumps({"config": config, "count": count, "prompt": prompt})
+    args = json.dumps({"config": config, "prompts": prompts})
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_litellm_child.py")), args],
         capture_output=True,
@@ -922,23 +923,50 @@ def _as_json(answer: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(answer))  # tuples as lists, as the child prints them
 
 
-async def test_litellm_and_the_direct_transport_agree(loopback: LoopbackServer) -> None:
+@dataclass(frozen=True)
+class Reference:
+    """What litellm answered to each DIFFERENTIAL script ("What now?"), then to
+    ``Script.text("a")`` ("hi"); and the requests it sent, in that order."""
+
+    answers: list[dict[str, Any]]
+    requests: list[RecordedRequest]
+
+
+@pytest.fixture(scope="module")
+def litellm_reference(loopback_server: LoopbackServer) -> Reference:
+    """litellm's side of the two tests below, from one child process: each child imports
+    litellm (seconds), so they share one. The server is reset before and after, as the
+    ``loopback`` fixture does for a test."""
+    loopback_server.reset()
+    try:
+        loopback_server.enqueue(*DIFFERENTIAL.values(), Script.text("a"))
+        answers = _through_litellm(loopback_server, ["What now?"] * len(DIFFERENTIAL) + ["hi"])
+        requests, errors = loopback_server.requests, loopback_server.errors
+    finally:
+        loopback_server.reset()
+    assert not errors, f"the loopback server failed inside: {errors!r}"
+    assert len(answers) == len(requests) == len(DIFFERENTIAL) + 1
+    return Reference(answers, requests)
+
+
+async def test_litellm_and_the_direct_transport_agree(
+    loopback: LoopbackServer, litellm_reference: Reference
+) -> None:
     direct = gemini(loopback)
-    scripts = list(DIFFERENTIAL.values())
-    loopback.enqueue(*scripts)
-    theirs = _through_litellm(loopback, len(scripts), "What now?")
-    ours = [_as_json(await _answer(direct, script, loopback)) for script in scripts]
+    theirs = litellm_reference.answers[: len(DIFFERENTIAL)]
+    ours = [_as_json(await _answer(direct, script, loopback)) for script in DIFFERENTIAL.values()]
     for name, mine, reference in zip(DIFFERENTIAL, ours, theirs, strict=True):
         assert mine == reference, name
         assert mine["text"] or mine["calls"], name
 
 
-async def test_litellm_sends_the_same_route(loopback: LoopbackServer) -> None:
-    loopback.enqueue(Script.text("a"))
-    _through_litellm(loopback, 1, "hi")
+async def test_litellm_sends_the_same_route(
+    loopback: LoopbackServer, litellm_reference: Reference
+) -> None:
+    theirs = litellm_reference.requests[-1]  # "hi", as ours
     loopback.enqueue(Script.text("b"))
     await ask("stream", gemini(loopback))
-    theirs, ours = loopback.requests[-2:]
+    (ours,) = loopback.requests
     assert (theirs.path, theirs.query) == (ours.path, ours.query)
     assert theirs.headers["x-goog-api-key"] == ours.headers["x-goog-api-key"] == KEY
     assert theirs.body["contents"] == ours.body["contents"]
