@@ -221,11 +221,10 @@ class RedisRelay(RelayBase):
         )
 
     def _shard(self, stream_id: str) -> int:
-        return zlib.crc32(stream_id.encode()) % self._shards
+        return _shard_of(stream_id, self._shards)
 
     def _keys(self, stream_id: str) -> _Keys:
-        tag = f"{self._prefix}:{{{shard_tag(self._shard(stream_id), self._shards)}}}:{stream_id}:"
-        return _Keys(tag + "meta", tag + "lease", tag + "entries", tag + "stop")
+        return _stream_keys(self._prefix, self._shards, stream_id)
 
     def _follower(self, stream_id: str) -> _Follower:
         """The loop that follows this stream: one for all, or (Cluster) its shard's."""
@@ -476,6 +475,17 @@ class RedisRelay(RelayBase):
             await client.aclose()
             if isinstance(client, Client):
                 await client.connection_pool.disconnect()
+
+
+def _shard_of(stream_id: str, shards: int) -> int:
+    """A stream's shard: the same in every process (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(stream_id.encode()) % shards
+
+
+@functools.lru_cache(maxsize=4096)  # a producer appends and renews often: once per stream
+def _stream_keys(prefix: str, shards: int, stream_id: str) -> _Keys:
+    tag = f"{prefix}:{{{shard_tag(_shard_of(stream_id, shards), shards)}}}:{stream_id}:"
+    return _Keys(tag + "meta", tag + "lease", tag + "entries", tag + "stop")
 
 
 @functools.cache
