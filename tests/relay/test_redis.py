@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from _relay_helpers import Endless, drain, events, items, read_all, until_done
@@ -21,6 +23,7 @@ from _redis_server import RedisClusterServers, RedisServer, free_port, need_redi
 from kagura.errors import ConfigError, ProducerLost, RelayUnavailable, StreamNotFound
 from kagura.events import Finish, TextDelta
 from kagura.relay import RedisRelay, new_stream_id
+from kagura.relay import _redis as redis_relay_module
 from kagura.relay._redis import shard_tag
 from kagura.testing.loopback import LoopbackServer, Script
 
@@ -196,6 +199,66 @@ async def test_a_reader_of_another_stream_wakes_the_follow_loop(
         first.cancel()
     assert received["b"] - sent_at["b"] < 0.3
     assert received["c"] - sent_at["c"] < 0.3
+
+
+async def test_a_connection_closed_under_the_pool_is_replaced_not_a_type_error(
+    redis_server: RedisServer,
+) -> None:
+    """CPython 3.12 and 3.13 raise TypeError from a closed socket transport's writelines
+    (python/cpython#136234) and redis-py passes it on: seen in CI when a Cluster node died
+    under the follow loop. The relay takes it as the server gone, and retries."""
+    async with RedisRelay(redis_server.url, timeout=2.0) as relay:
+        await relay.publish(stream_id := new_stream_id(), items(["a"]))
+        assert await events(relay, stream_id) == ["a"]
+        pool: Any = relay._client.connection_pool  # pyright: ignore[reportPrivateUsage]
+        idle: list[Any] = list(pool._available_connections)
+        assert idle, "the relay keeps its connections for the next command"
+        for connection in idle:
+            connection._writer.transport.close()  # as a node's death does, under redis-py
+        assert await relay.stop(new_stream_id()) is False  # retried on a new connection
+        assert await events(relay, stream_id) == ["a"]
+
+
+async def test_the_closed_transport_case_is_told_apart_from_a_bug(
+    redis_server: RedisServer,
+) -> None:
+    left, right = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=left)
+    writer.close()
+    relay = RedisRelay(redis_server.url)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        async with relay._guard():  # pyright: ignore[reportPrivateUsage]
+            _ = cast(Any, None) + 1  # a TypeError of our own stays one
+    said: list[str] = []
+    try:
+        async with relay._guard():  # pyright: ignore[reportPrivateUsage]
+            writer.writelines([b"PING\r\n"])  # TypeError on 3.12 and 3.13; dropped on 3.11
+    except RelayUnavailable as exc:
+        said.append(str(exc))
+    finally:
+        right.close()
+        await writer.wait_closed()
+    assert all("closed the connection" in text for text in said), said
+
+
+async def test_a_crashed_follow_loop_still_lets_close_free_every_connection(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the follow loop surfaces at close, and close still closes everything."""
+
+    def broken(self: object, response: list[Any]) -> None:
+        raise RuntimeError("a bug in the follow loop")
+
+    monkeypatch.setattr(redis_relay_module._Follower, "_deliver", broken)  # pyright: ignore[reportPrivateUsage]
+    relay = RedisRelay(f"{redis_server.url}?client_name=crashed")
+    await relay.publish(stream_id := new_stream_id(), items(["a", "b"], delay=0.05))
+    with contextlib.suppress(ProducerLost, RelayUnavailable, TimeoutError):
+        async with asyncio.timeout(5):
+            await events(relay, stream_id)
+    assert clients_named(redis_server, "crashed") > 0
+    with pytest.raises(RuntimeError, match="a bug in the follow loop"):
+        await relay.aclose()
+    assert clients_named(redis_server, "crashed") == 0
 
 
 async def test_the_keys_of_a_stream_share_a_hash_tag(redis_server: RedisServer) -> None:

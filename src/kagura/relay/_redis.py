@@ -45,6 +45,7 @@ _FIELD: Final = "d"
 _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
 _MAX_SHARDS: Final = 256
+_TRANSPORT_MODULES: Final = ("asyncio.selector_events", "asyncio.sslproto")
 
 # KEYS: meta, lease, entries, stop (every script gets all four; each uses its own).
 # ARGV: owner, token, lease ms, keep ms, start id, start entry.
@@ -290,6 +291,12 @@ class RedisRelay(RelayBase):
                     redact(f"the relay's Redis Cluster did not answer: {exc}")
                 ) from None
             raise  # anything else is a bug (a command over several slots): say so
+        except (TypeError, AttributeError) as exc:
+            if not _closed_transport_write(exc):
+                raise
+            raise RelayUnavailable(
+                "the relay's Redis server closed the connection while a command was sent"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def _pooled(self) -> AsyncGenerator[None]:
@@ -467,14 +474,19 @@ class RedisRelay(RelayBase):
         """Stop this relay's producers and readers, then close its connections."""
         from redis.asyncio import Redis as Client
 
-        await super().aclose()
-        await self._batch.aclose()
-        for follower in list(self._followers.values()):
-            await follower.aclose()
-        for client in (self._follow_client, self._client):
+        async def close_client(client: Redis | RedisCluster) -> None:
             await client.aclose()
             if isinstance(client, Client):
                 await client.connection_pool.disconnect()
+
+        # Each step runs even if one before it fails: no connection is left open.
+        async with contextlib.AsyncExitStack() as steps:
+            for client in (self._client, self._follow_client):  # (run last to first)
+                steps.push_async_callback(close_client, client)
+            for follower in list(self._followers.values()):
+                steps.push_async_callback(follower.aclose)
+            steps.push_async_callback(self._batch.aclose)
+            await super().aclose()
 
 
 def _shard_of(stream_id: str, shards: int) -> int:
@@ -520,6 +532,23 @@ def _cluster_client(options: dict[str, Any], max_connections: int) -> RedisClust
     if options.pop("connection_class", None) is SSLConnection:  # rediss://, as from_url does
         options["ssl"] = True
     return RedisCluster(max_connections=max_connections, **options)
+
+
+def _closed_transport_write(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's socket transport refusing a write after it closed.
+
+    On CPython 3.12 and 3.13 (python/cpython#136234) ``writelines`` on a transport that
+    was closed raises ``TypeError`` (or ``AttributeError``) instead of dropping the data;
+    redis-py passes it on after disconnecting (redis/redis-py#3546). Seen when a Cluster
+    node dies under a blocking read. Only that frame counts: any other TypeError is a bug.
+    """
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    module = frame.tb_frame.f_globals.get("__name__")
+    return module in _TRANSPORT_MODULES and frame.tb_frame.f_code.co_name in ("write", "writelines")
 
 
 def _reply_error(results: list[Any]) -> Exception | None:
