@@ -204,6 +204,8 @@ class RedisRelay(RelayBase):
             self._client = Client(connection_pool=pool)
             follow_client = Client(connection_pool=ConnectionPool(max_connections=1, **options))
         self._follow_client = follow_client
+        self._discovered = not self._cluster  # see _discover
+        self._discovery = asyncio.Lock()
         self._claim_script: AsyncScript = self._client.register_script(_CLAIM)
         self._renew_script: AsyncScript = self._client.register_script(_RENEW)
         self._close_script: AsyncScript = self._client.register_script(_CLOSE)
@@ -266,6 +268,8 @@ class RedisRelay(RelayBase):
         unreachable = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
         try:
             async with asyncio.timeout(2 * self.timeout):
+                if not self._discovered:
+                    await self._discover()
                 yield
         except (
             *unreachable,
@@ -297,6 +301,22 @@ class RedisRelay(RelayBase):
             raise RelayUnavailable(
                 "the relay's Redis server closed the connection while a command was sent"
             ) from None
+
+    async def _discover(self) -> None:
+        """Let each Cluster client find the Cluster's nodes once, before any command.
+
+        A fresh redis-py Cluster client finds them on its first command; when many tasks
+        sent their first commands at once (a follow loop per shard), connections opened
+        meanwhile were reset and the loops failed once, all of them, at startup.
+        """
+        from redis.asyncio.cluster import RedisCluster
+
+        async with self._discovery:
+            if not self._discovered:
+                for client in (self._client, self._follow_client):
+                    if isinstance(client, RedisCluster):
+                        await client.initialize()
+                self._discovered = True
 
     @contextlib.asynccontextmanager
     async def _pooled(self) -> AsyncGenerator[None]:
