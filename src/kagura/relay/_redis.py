@@ -27,6 +27,7 @@ from kagura._redact import redact, redact_url, remember_secret, secrets_in_url
 from kagura.errors import ConfigError, RelayUnavailable, StreamNotFound
 from kagura.relay._base import Claim, Entry, RelayBase, Renewal, Snapshot, Watcher
 from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
+from kagura.relay._packing import hiredis_packing
 from kagura.relay._pipeline import AutoPipeline
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ class RedisRelay(RelayBase):
         try:
             from redis.asyncio import BlockingConnectionPool, ConnectionPool
             from redis.asyncio import Redis as Client
-            from redis.asyncio.connection import parse_url
+            from redis.asyncio.connection import Connection, parse_url
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
         except ImportError as exc:  # pragma: no cover - exercised with the module hidden
@@ -198,6 +199,11 @@ class RedisRelay(RelayBase):
             self._client = _cluster_client(options, max_connections)
             follow_client = _cluster_client(options, shards)
         else:
+            if options.get("encoding", "utf-8") in ("utf-8", "utf8") and (
+                options.get("encoding_errors", "strict") == "strict"
+            ):  # (redis-py's Cluster client takes no connection class: it packs in Python)
+                base = options.get("connection_class", Connection)
+                options["connection_class"] = hiredis_packing(base)
             pool = BlockingConnectionPool(
                 max_connections=max_connections, timeout=timeout, **options
             )
