@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import pytest
 
@@ -98,6 +101,59 @@ class RedisServer:
         if self._client is None:
             self._client = redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=1)
         return self._client
+
+
+class Monitor:
+    """Every command the server runs while it is open (``MONITOR``), as (server time, args):
+    what a client really sent, not what it says it sent.
+
+        with Monitor(server.port) as seen:
+            ...
+        xreads = [args for _, args in seen.commands if args[0] == "XREAD"]
+    """
+
+    _LINE = re.compile(r"^\+(\d+\.\d+) \[[^\]]*\] (.*)$")
+    _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+    def __init__(self, port: int) -> None:
+        self.commands: list[tuple[float, list[str]]] = []
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._sock.sendall(b"MONITOR\r\n")
+        reply = b""
+        while len(reply) < 5:
+            reply += self._sock.recv(5 - len(reply))
+        assert reply == b"+OK\r\n"  # from now on, every command is seen
+        self._sock.settimeout(0.1)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        time.sleep(0.05)  # what the server ran last is on its way
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _follow(self) -> None:
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            *lines, pending = (pending + data).split(b"\r\n")
+            for raw in lines:
+                matched = self._LINE.match(raw.decode("utf-8", "replace"))
+                if matched is not None:
+                    args = [arg.group(1) for arg in self._ARG.finditer(matched.group(2))]
+                    self.commands.append((float(matched.group(1)), args))
 
 
 def need_redis() -> None:

@@ -4,9 +4,12 @@ Keys of one stream share a hash tag, its shard's (``kagura:{<tag>}:<id>:entries`
 ``:lease``, ``:meta``), so every command and script of a stream stays on one Cluster slot.
 A stream's shard is a hash of its id; the shards' tags lie evenly over the 16384 slots.
 Entries are written with explicit ids (the id of their last event), so a retried append
-is harmless. Readers of one relay share one connection that follows every stream they
-read (one ``XREAD BLOCK`` over all their keys; on a Cluster, where one command reaches
-one slot, one per shard being read) and a bounded pool for everything else.
+is harmless. Each exchange of appends also rings a bell (a short stream naming the streams
+written: ``kagura:bell``; on a Cluster, the shard's ``kagura:{<tag>}:bell``). Readers of
+one relay share one connection
+that blocks on the bells of the shards they read (on a Cluster, where one command reaches
+one slot, one connection per shard being read), then reads only the streams rung; and a
+bounded pool for everything else.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, cast
 
 import structlog
@@ -28,6 +32,7 @@ from kagura.errors import ConfigError, RelayUnavailable, StreamNotFound
 from kagura.relay._base import Claim, Entry, RelayBase, Renewal, Snapshot, Watcher
 from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
 from kagura.relay._packing import hiredis_packing
+from kagura.relay._pipeline import BELL_MAXLEN as _BELL_MAXLEN
 from kagura.relay._pipeline import AutoPipeline
 
 if TYPE_CHECKING:
@@ -44,30 +49,52 @@ _PREFIX: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _NOT_FOUND: Final = "no such stream"
 _FIELD: Final = "d"
 _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
+_BELL_COUNT: Final = 1024  # bell entries per XREAD
+_FOLLOW_DIRECTLY: Final = 32  # streams a loop blocks on directly; beyond, on their bells
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
 _MAX_SHARDS: Final = 256
 _TRANSPORT_MODULES: Final = ("asyncio.selector_events", "asyncio.sslproto")
 
-# KEYS: meta, lease, entries, stop (every script gets all four; each uses its own).
+# KEYS: meta, lease, entries, stop, bell (every script gets all five; each uses its own).
+# A bell lives as long as the longest-kept stream that rang it (Redis 6.2 has no
+# PEXPIRE GT): set by the claim, renewals and the close.
+_KEEP_BELL: Final = f"""
+local BELL_MAXLEN = {_BELL_MAXLEN}
+local function keep_bell(ms)
+  local left = redis.call('PTTL', KEYS[5])
+  if left == -1 or (left >= 0 and left < tonumber(ms)) then
+    redis.call('PEXPIRE', KEYS[5], ms)
+  end
+end
+"""
 # ARGV: owner, token, lease ms, keep ms, start id, start entry.
-_CLAIM: Final = """
+_CLAIM: Final = (
+    _KEEP_BELL
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('XADD', KEYS[3], ARGV[5], 'd', ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', BELL_MAXLEN, '*', KEYS[3], '')
+keep_bell(ARGV[4])
 return 1
 """
+)
 # ARGV: token, lease ms, keep ms. 2: renewed, and a stop is requested.
-_RENEW: Final = """
+_RENEW: Final = (
+    _KEEP_BELL
+    + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+keep_bell(ARGV[3])
 if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
 return 1
 """
+)
 # ARGV: how long the request is kept (ms).
 _STOP: Final = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
@@ -75,7 +102,9 @@ redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
 return 1
 """
 # ARGV: token, keep ms, maxlen, then (last event number, id, entry) for each entry.
-_CLOSE: Final = """
+_CLOSE: Final = (
+    _KEEP_BELL
+    + """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if #top == 0 then return 0 end
@@ -88,8 +117,11 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', BELL_MAXLEN, '*', KEYS[3], '')
+keep_bell(ARGV[2])
 return 1
 """
+)
 # ARGV: token, keep ms.
 _ABANDON: Final = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
@@ -105,6 +137,7 @@ class _Keys(NamedTuple):
     lease: str
     entries: str
     stop: str
+    bell: str  # where appends say which streams got entries (see _Follower)
 
 
 class RedisRelay(RelayBase):
@@ -233,7 +266,7 @@ class RedisRelay(RelayBase):
         return _shard_of(stream_id, self._shards)
 
     def _keys(self, stream_id: str) -> _Keys:
-        return _stream_keys(self._prefix, self._shards, stream_id)
+        return _stream_keys(self._prefix, self._shards, stream_id, self._cluster)
 
     def _follower(self, stream_id: str) -> _Follower:
         """The loop that follows this stream: one for all, or (Cluster) its shard's."""
@@ -263,6 +296,7 @@ class RedisRelay(RelayBase):
         of the other kind (Cluster or not) than ``cluster`` says, as ConfigError."""
         from redis.exceptions import (
             AskError,
+            ClusterCrossSlotError,
             ClusterError,
             RedisClusterException,
             SlotNotCoveredError,
@@ -286,7 +320,11 @@ class RedisRelay(RelayBase):
             raise RelayUnavailable(
                 redact(f"the relay's Redis server did not answer: {exc}")
             ) from None
-        except AskError:  # MOVED or ASK: only a client that is not a Cluster client sees it
+        except (AskError, ClusterCrossSlotError):
+            # MOVED or ASK: only a client that is not a Cluster client sees it; CROSSSLOT
+            # too (one server's bell has no hash tag).
+            if self._cluster:
+                raise
             raise ConfigError(
                 f"{self._url} is a Redis Cluster node: use RedisRelay(url, cluster=True)"
             ) from None
@@ -369,9 +407,13 @@ class RedisRelay(RelayBase):
     async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
         from redis.exceptions import ResponseError
 
-        key = self._keys(claim.stream_id).entries
+        keys = self._keys(claim.stream_id)
         replies = await self._batch.send(
-            [self._xadd(key, f"{claim.base}-{last}", pack(events)) for last, events in entries]
+            [
+                self._xadd(keys.entries, f"{claim.base}-{last}", pack(events))
+                for last, events in entries
+            ],
+            ring=(keys.bell, keys.entries),
         )
         if (error := _reply_error(replies)) is not None:
             async with self._guard():
@@ -495,7 +537,8 @@ class RedisRelay(RelayBase):
         return _entries(found)[0] if found else None
 
     def _watch(self, watcher: Watcher) -> None:
-        self._follower(watcher.stream_id).add(watcher, self._keys(watcher.stream_id).entries)
+        keys = self._keys(watcher.stream_id)
+        self._follower(watcher.stream_id).add(watcher, keys.entries, keys.bell)
 
     def _unwatch(self, watcher: Watcher) -> None:
         shard = self._shard(watcher.stream_id) if self._cluster else 0
@@ -528,9 +571,14 @@ def _shard_of(stream_id: str, shards: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)  # a producer appends and renews often: once per stream
-def _stream_keys(prefix: str, shards: int, stream_id: str) -> _Keys:
-    tag = f"{prefix}:{{{shard_tag(_shard_of(stream_id, shards), shards)}}}:{stream_id}:"
-    return _Keys(tag + "meta", tag + "lease", tag + "entries", tag + "stop")
+def _stream_keys(prefix: str, shards: int, stream_id: str, cluster: bool) -> _Keys:
+    """A stream's keys. The bell is its shard's on a Cluster (a script reaches one slot),
+    and one for all on a single server (an exchange then rings one bell, not one per shard).
+    """
+    shard = f"{prefix}:{{{shard_tag(_shard_of(stream_id, shards), shards)}}}:"
+    tag = f"{shard}{stream_id}:"
+    bell = shard + "bell" if cluster else f"{prefix}:bell"
+    return _Keys(tag + "meta", tag + "lease", tag + "entries", tag + "stop", bell)
 
 
 @functools.cache
@@ -610,14 +658,25 @@ def _entries(raw: list[Any]) -> list[Entry]:
 
 
 class _Follower:
-    """One loop per relay (per shard on a Cluster): follows its streams with one blocking XREAD.
+    """One loop per relay (per shard on a Cluster) that follows every stream its readers read.
 
-    A reader that registers while the XREAD blocks wakes it with an entry on this
-    relay's own wake key, which the XREAD also reads from its last seen id, so no wake is
-    missed. Every ``interval`` seconds it checks the leases of the streams that got no
-    entry since the last check, and sends the readers of a stream without a lease to
-    storage (where they find the end, or report ProducerLost). Any failure sends every
-    reader to storage, which retries for ``timeout`` before RelayUnavailable.
+    It does not ``XREAD`` all of them each time: that costs the client and the server in
+    proportion to the streams followed, whether they changed or not. Producers ring a bell
+    (a short stream; one ``XADD`` per exchange, naming the streams written; see
+    :class:`~kagura.relay._pipeline.AutoPipeline`), and the loop blocks on the bells of
+    the streams it follows, then reads only the streams rung, from each one's cursor.
+    (Up to ``_FOLLOW_DIRECTLY`` streams, it blocks on the streams themselves: one round
+    trip where bells take two.)
+    A stream whose read was cut at ``_FOLLOW_COUNT`` entries, or whose first reader just
+    came, is read again without waiting. Every ``interval`` seconds it reads every stream
+    (a bell lost with a failed exchange costs at most that), and checks the leases of the
+    streams that got no entry since the last check, sending the readers of a stream
+    without a lease to storage (where they find the end, or report ProducerLost).
+
+    A reader that registers while the loop blocks wakes it with an entry on this relay's
+    own wake key, which the block also reads from its last seen id, so no wake is missed.
+    Any failure sends every reader to storage, which retries for ``timeout`` before
+    RelayUnavailable.
     """
 
     def __init__(
@@ -636,6 +695,10 @@ class _Follower:
         self._pool_guard = pool_guard
         self._interval = interval
         self._watched: dict[str, set[Watcher]] = {}
+        self._bell_of: dict[str, str] = {}  # watched key -> its bell
+        self._bells: dict[str, str] = {}  # bell -> the id of the last entry seen
+        self._ringers: Counter[str] = Counter()  # bell -> how many watched keys it rings for
+        self._unread: dict[str, None] = {}  # keys to read without waiting for a bell
         self._active: dict[str, float] = {}  # key -> when it last had an entry (or a check)
         self._task: asyncio.Task[None] | None = None
         self._wake_key = wake_key
@@ -644,8 +707,15 @@ class _Follower:
         self._waking = False
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, watcher: Watcher, key: str) -> None:
-        self._watched.setdefault(key, set()).add(watcher)
+    def add(self, watcher: Watcher, key: str, bell: str) -> None:
+        watchers = self._watched.get(key)
+        if watchers is None:
+            watchers = self._watched[key] = set()
+            self._bell_of[key] = bell
+            self._ringers[bell] += 1
+            self._bells.setdefault(bell, "0-0")
+        watchers.add(watcher)
+        self._unread[key] = None  # what came between its reader's fetch and now
         self._active.setdefault(key, time.monotonic())
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
@@ -664,6 +734,11 @@ class _Follower:
             if not watchers:
                 del self._watched[key]
                 self._active.pop(key, None)
+                self._unread.pop(key, None)
+                bell = self._bell_of.pop(key)
+                self._ringers[bell] -= 1
+                if self._ringers[bell] <= 0:
+                    del self._ringers[bell]
 
     async def _wake(self) -> None:
         try:
@@ -680,24 +755,22 @@ class _Follower:
         next_check = time.monotonic() + interval
         try:
             while self._watched:
-                streams: dict[str, str] = {}
-                for key, watchers in self._watched.items():
-                    some = next(iter(watchers))
-                    streams[key] = f"{some.base}-{min(w.cursor for w in watchers)}"
-                streams[self._wake_key] = self._wake_id
-                block = max(1, round((next_check - time.monotonic()) * 1000))
                 try:
-                    self._blocking = True
-                    async with self._guard():
-                        response = cast(
-                            list[Any],
-                            await self._client.xread(
-                                cast(Any, streams), count=_FOLLOW_COUNT, block=block
-                            ),
-                        )
-                    self._blocking = self._waking = False  # a reader added now wakes the next
-                    self._deliver(response or [])
-                    if time.monotonic() >= next_check:
+                    due = time.monotonic() >= next_check
+                    if due:  # every stream, rung or not
+                        keys = list(self._watched)
+                        self._unread.clear()
+                    elif self._unread:
+                        keys = list(self._unread)
+                        self._unread.clear()
+                    elif len(self._watched) <= _FOLLOW_DIRECTLY:
+                        await self._follow(next_check)
+                        keys = []
+                    else:
+                        keys = await self._listen(next_check)
+                    if keys:
+                        await self._read(keys)
+                    if due:
                         await self._check_leases(interval)
                         next_check = time.monotonic() + interval
                 except RelayUnavailable as exc:
@@ -708,6 +781,70 @@ class _Follower:
         finally:
             self._blocking = False
             self._detach_all()
+
+    async def _follow(self, until: float) -> None:
+        """Block on the streams themselves (and the wake key) until one has entries or
+        ``until``; deliver them. (For a few streams, cheaper than their bells: one round
+        trip, not two.)"""
+        streams = self._cursors(self._watched)
+        streams[self._wake_key] = self._wake_id
+        block = max(1, round((until - time.monotonic()) * 1000))
+        self._blocking = True
+        async with self._guard():
+            response = cast(
+                list[Any],
+                await self._client.xread(cast(Any, streams), count=_FOLLOW_COUNT, block=block),
+            )
+        self._blocking = self._waking = False  # a reader added now wakes the next
+        self._deliver(response or [])
+
+    async def _listen(self, until: float) -> list[str]:
+        """Block on the bells (and the wake key) until one rings or ``until``; the watched
+        keys rung."""
+        streams = {bell: self._bells[bell] for bell in self._ringers}
+        streams[self._wake_key] = self._wake_id
+        block = max(1, round((until - time.monotonic()) * 1000))
+        self._blocking = True
+        async with self._guard():
+            response = cast(
+                list[Any],
+                await self._client.xread(cast(Any, streams), count=_BELL_COUNT, block=block),
+            )
+        self._blocking = self._waking = False  # a reader added now wakes the next
+        rung: dict[str, None] = {}
+        for raw_key, raw_entries in response or []:
+            key = raw_key.decode()
+            last = raw_entries[-1][0].decode()
+            if key == self._wake_key:
+                self._wake_id = last
+                continue
+            self._bells[key] = last
+            for _, fields in raw_entries:
+                for member in fields:
+                    rung[member.decode()] = None
+        return [key for key in rung if key in self._watched]
+
+    async def _read(self, keys: Iterable[str]) -> None:
+        """Read ``keys`` from their readers' cursors; deliver what came."""
+        streams = self._cursors(keys)
+        if not streams:
+            return
+        async with self._guard():
+            response = cast(
+                list[Any],
+                await self._client.xread(cast(Any, streams), count=_FOLLOW_COUNT),
+            )
+        self._deliver(response or [])
+
+    def _cursors(self, keys: Iterable[str]) -> dict[str, str]:
+        """The id to read each followed key after: its slowest reader's."""
+        streams: dict[str, str] = {}
+        for key in keys:
+            watchers = self._watched.get(key)
+            if watchers:
+                some = next(iter(watchers))
+                streams[key] = f"{some.base}-{min(w.cursor for w in watchers)}"
+        return streams
 
     def _deliver(self, response: list[Any]) -> None:
         now = time.monotonic()
@@ -720,6 +857,8 @@ class _Follower:
             if not watchers:
                 continue
             self._active[key] = now
+            if len(raw_entries) >= _FOLLOW_COUNT:
+                self._unread[key] = None  # more may wait
             entries = _entries(raw_entries)
             for watcher in list(watchers):
                 if not watcher.deliver(entries):
