@@ -250,6 +250,7 @@ class RelayBase(ABC):
         self._running: dict[str, _Producer] = {}  # this process's producers, by stream id
         self._readers: set[Watcher] = set()
         self._closed = False
+        self._ticks: dict[float, list[asyncio.Future[None]]] = {}  # see _at_tick
 
     # -- primitives --------------------------------------------------------------------
     @abstractmethod
@@ -547,6 +548,27 @@ class RelayBase(ABC):
         if producers:
             await asyncio.wait(producers, timeout=_CLOSE_TIMEOUT + 1)
 
+    def _at_tick(
+        self, when: float, waiter: asyncio.Future[None] | None = None
+    ) -> asyncio.Future[None]:
+        """``waiter`` (or a new future), done at ``time.monotonic()`` ``when``: one timer
+        for all the producers that wait for the same tick of the batch grid, not one each
+        (a heap of thousands of timers cost a 1000-stream producer more than its appends)."""
+        loop = asyncio.get_running_loop()
+        if waiter is None:
+            waiter = loop.create_future()
+        waiting = self._ticks.get(when)
+        if waiting is None:
+            waiting = self._ticks[when] = []
+            loop.call_at(when, self._tick, when)  # the loop's clock is time.monotonic()
+        waiting.append(waiter)
+        return waiter
+
+    def _tick(self, when: float) -> None:
+        for waiter in self._ticks.pop(when, ()):
+            if not waiter.done():  # (its producer was cancelled)
+                waiter.set_result(None)
+
     async def __aenter__(self) -> RelayBase:
         return self
 
@@ -628,7 +650,7 @@ class _Producer:
         self._number = 0  # the number of the last event given one (0: the start marker)
         self._text: list[str] = []
         self.usage: Usage | None = None
-        self._wake = asyncio.Event()
+        self._signal: asyncio.Future[None] | None = None  # the idle writer waits on it
         self._room = asyncio.Event()
         self._room.set()
         self._final: str | None = None
@@ -651,10 +673,12 @@ class _Producer:
             self.usage = item
         if not self._pending:
             self._since = time.monotonic()
+            signal = self._signal
+            if signal is not None and not signal.done():  # the writer wakes at the tick
+                self._relay._at_tick(self._tick_of(self._since), signal)  # pyright: ignore[reportPrivateUsage]
         self._pending.append(event)
         if len(self._pending) >= self._HIGH_WATER:
             self._room.clear()
-        self._wake.set()
 
     def text(self) -> str:
         return "".join(self._text)
@@ -683,7 +707,9 @@ class _Producer:
         without an end). ``keep``: a terminal already set stays."""
         if self._final is None or not keep:
             self._final = terminal
-        self._wake.set()
+        signal = self._signal
+        if signal is not None and not signal.done():
+            signal.set_result(None)
         await asyncio.shield(self._writer)
 
     def request_stop(self) -> None:
@@ -715,19 +741,27 @@ class _Producer:
                 start, size = i + 1, 0
         return entries
 
-    async def _write(self) -> None:
+    def _tick_of(self, since: float) -> float:
+        """When a batch begun at ``since`` closes: the next tick of a grid of
+        ``batch_window`` seconds shared by every producer of the process (at most the window
+        after its oldest event, at least the end of this loop turn), so that the producers
+        with something to send send together, one round trip for all with the backend's
+        auto-pipelining."""
         window = self._relay.batch_window
+        return (since // window + 1) * window if window > 0 else since
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if self._final is None:
-                # Hold the batch open to the next tick of a grid of `window` seconds shared
-                # by every producer of the process (at most `window` after its oldest event,
-                # and at least to the end of this loop turn): the producers that have
-                # something then send together, one round trip for all with the backend's
-                # auto-pipelining.
-                tick = (self._since // window + 1) * window if window > 0 else self._since
-                await asyncio.sleep(max(0.0, tick - time.monotonic()))
+                if not self._pending:  # idle: add() wakes it at its batch's tick, finish() now
+                    self._signal = loop.create_future()
+                    try:
+                        await self._signal
+                    finally:
+                        self._signal = None
+                elif (tick := self._tick_of(self._since)) > time.monotonic():
+                    await self._relay._at_tick(tick)  # pyright: ignore[reportPrivateUsage]
             events, self._pending = self._pending, []
             self._room.set()
             if self._final == _ABANDON:

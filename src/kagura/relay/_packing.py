@@ -11,6 +11,9 @@ connection class that packs as the sync client does (the same bytes).
 (True, True)
 >>> packing().pack_command("XADD", "k", "*", "d", b"x", 5)
 [b'*6\\r\\n$4\\r\\nXADD\\r\\n$1\\r\\nk\\r\\n$1\\r\\n*\\r\\n$1\\r\\nd\\r\\n$1\\r\\nx\\r\\n$1\\r\\n5\\r\\n']
+>>> args = ("CLIENT SETNAME", bytearray(b"n"))
+>>> packing().pack_command(*args) == Connection().pack_command(*args)
+True
 """
 
 from __future__ import annotations
@@ -38,13 +41,17 @@ def hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
 
     def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
         # As redis-py: a command name of several words ("CLIENT SETNAME") is several args.
-        if isinstance(args[0], str):
-            args = (*args[0].encode().split(), *args[1:])
-        elif b" " in args[0]:
-            args = (*args[0].split(), *args[1:])
-        args = tuple(
-            bytes(cast(Any, a)) if isinstance(a, (bytearray, memoryview)) else a for a in args
-        )
+        name = args[0]
+        if isinstance(name, str):
+            if " " in name:
+                args = (*name.encode().split(), *args[1:])
+        elif b" " in name:
+            args = (*name.split(), *args[1:])
+        try:
+            return [cast(bytes, hiredis.pack_command(args))]  # pyright: ignore[reportUnknownMemberType]
+        except TypeError:
+            pass  # a bytearray, which redis-py takes; or a value it refuses too
+        args = tuple(bytes(a) if isinstance(a, bytearray) else a for a in args)
         try:
             return [cast(bytes, hiredis.pack_command(args))]  # pyright: ignore[reportUnknownMemberType]
         except TypeError as exc:  # what redis-py's packer raises for a value it cannot send

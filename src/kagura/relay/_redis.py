@@ -636,15 +636,20 @@ def _reply_error(results: list[Any]) -> Exception | None:
     """A pipeline's reply that says the server cannot serve now (a Cluster that is down
     or moving slots, a lost connection) or is a Cluster node to a plain client: raised
     under :meth:`RedisRelay._guard`, which says which it is."""
-    from redis.exceptions import AskError, ClusterError, TryAgainError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    kinds = (ClusterError, TryAgainError, AskError, RedisConnectionError, RedisTimeoutError)
+    kinds = _unavailable_replies()
     for result in results:
         if isinstance(result, kinds):
             return result
     return None
+
+
+@functools.cache
+def _unavailable_replies() -> tuple[type[Exception], ...]:
+    from redis.exceptions import AskError, ClusterError, TryAgainError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (ClusterError, TryAgainError, AskError, RedisConnectionError, RedisTimeoutError)
 
 
 def _parse_id(raw: bytes) -> tuple[int, int]:
