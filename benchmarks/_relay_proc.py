@@ -24,6 +24,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -36,6 +37,32 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 CHUNK_CHARS = 24  # a timestamp, a sequence number, and filler
+
+
+class GcPauses:
+    """The collector's pauses (``gc.callbacks``) while :meth:`record` is on: CPython's
+    cyclic collector stops the process, and its pauses grow with what it allocates."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started = 0.0
+
+    def record(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> dict[str, float]:
+        gc.callbacks.remove(self._callback)
+        return {
+            "gc_max_ms": max(self.pauses_ms, default=0.0),
+            "gc_total_ms": sum(self.pauses_ms),
+            "gc_collections": len(self.pauses_ms),
+        }
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
 
 
 def cpu_s() -> float:
@@ -157,10 +184,13 @@ async def _produce(settings: dict[str, Any]) -> None:
         _line({"ready": True, "port": server.sockets[0].getsockname()[1]})
 
     command = await _stdin_line()
+    pauses = GcPauses()
+    pauses.record()
     cpu0, wall0 = cpu_s(), time.monotonic()
     schedule.go.set_result(int(command["go"]))
     await _stdin_line()  # stop: the reader has every chunk
     cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
+    collected = pauses.stop()
     late = sorted(schedule.late_ns)
     _line(
         {
@@ -168,6 +198,7 @@ async def _produce(settings: dict[str, Any]) -> None:
             "wall_s": wall,
             "chunks": len(late),
             "source_late_p99_ms": late[round(0.99 * (len(late) - 1))] / 1e6 if late else 0.0,
+            **collected,
         }
     )
     if relay is not None:
@@ -259,10 +290,13 @@ async def _read(settings: dict[str, Any]) -> None:
             loop.create_task(follow_direct(sid, r)) for sid, r in zip(pairs, readers, strict=True)
         ]
 
+    pauses = GcPauses()
+    pauses.record()
     cpu0, wall0 = cpu_s(), time.monotonic()
     _line({"ready": True})
     await asyncio.gather(*tasks)
     cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
+    collected = pauses.stop()
     if relay is not None:
         await relay.aclose()
     _line(
@@ -273,6 +307,7 @@ async def _read(settings: dict[str, Any]) -> None:
             "error_count": len(errors),
             "cpu_s": cpu,
             "wall_s": wall,
+            **collected,
             **summary_ms(tally.delays_ms),
         }
     )

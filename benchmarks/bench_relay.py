@@ -252,6 +252,10 @@ def _run(
         "producer_cpu_pct": made["cpu_s"] / made["wall_s"] * 100,
         "reader_cpu_pct": got["cpu_s"] / got["wall_s"] * 100,
         "source_late_p99_ms": made["source_late_p99_ms"],
+        "producer_gc_max_ms": made["gc_max_ms"],
+        "reader_gc_max_ms": got["gc_max_ms"],
+        "producer_gc_ms_per_s": made["gc_total_ms"] / made["wall_s"],
+        "reader_gc_ms_per_s": got["gc_total_ms"] / got["wall_s"],
         "window_s": window_s,
         "load_avg_1_min_before": load,
     }

@@ -809,8 +809,15 @@ def _default_relay(scenario: Json) -> Json:
 
 def _scripts(commands: Mapping[str, int]) -> int:
     """Calls of the relay's Lua scripts and of the commands they run (lease renewals, ends)."""
-    return sum(commands.get(name, 0) for name in ("evalsha", "eval", "get", "pexpire", "del",
-                                                    "xrevrange", "script|load"))  # fmt: skip
+    return sum(commands.get(name, 0) for name in ("evalsha", "eval", "get", "pexpire", "pttl",
+                                                    "del", "xrevrange", "script|load"))  # fmt: skip
+
+
+def _gc_pauses(run: Json) -> str:
+    """``"<producer> / <reader>"`` ms, or empty for a run measured before they were."""
+    if "producer_gc_max_ms" not in run:
+        return ""
+    return f"{num(run['producer_gc_max_ms'])} / {num(run['reader_gc_max_ms'])}"
 
 
 def scaling_summary(r: Json) -> str:
@@ -960,6 +967,7 @@ def scaling_cost(r: Json) -> str:
                 _pct(run["producer_cpu_pct"]),
                 _pct(run["reader_cpu_pct"]),
                 num(run["source_late_p99_ms"]),
+                _gc_pauses(run),
                 num(run["redis_commands_per_chunk"]) if relay else "",
                 _pct(run["redis_cpu_pct"]) if relay else "",
                 num(run["redis_bytes_per_chunk"]) if relay else "",
@@ -1004,6 +1012,7 @@ def scaling_cost(r: Json) -> str:
                     "producer CPU",
                     "reader CPU",
                     "source late p99 ms",
+                    "GC pause max ms (producer / reader)",
                     "Redis commands/chunk",
                     "Redis CPU",
                     "Redis bytes/chunk",
@@ -1013,11 +1022,17 @@ def scaling_cost(r: Json) -> str:
                 rows,
             ),
             "",
+            "*GC pause max* is the longest stop of CPython's cyclic garbage collector in each "
+            "process during the run (`gc.callbacks`): a pause delays every chunk the process "
+            "holds, so it bounds the tail from below.",
+            "",
             "Redis commands per chunk written, by kind: `XADD` appends one entry (the events "
-            "of one batch; *chunks per XADD* says how many shared one), `XREAD` is the "
-            "readers' follow loop, `EXISTS` and `XRANGE` are lease checks and reads from "
-            "storage, and *scripts* are the lease renewals and the ends (`EVALSHA` and the "
-            "`GET`, `PEXPIRE`, `DEL` and `XREVRANGE` they run).",
+            "of one batch) and, once per round trip of appends, rings the bell that tells the "
+            "readers which streams changed (*chunks per XADD* counts both), `XREAD` is the "
+            "readers' follow loop (the bell, then the streams it named), `EXISTS` and `XRANGE` "
+            "are lease checks and reads from storage, and *scripts* are the lease renewals and "
+            "the ends (`EVALSHA` and the `GET`, `PEXPIRE`, `PTTL`, `DEL` and `XREVRANGE` they "
+            "run).",
             "",
             table(
                 [
@@ -1220,6 +1235,7 @@ def scaling_sizing(r: Json) -> str:
         "workers fall behind, keep each well below it, and add worker processes rather than "
         "streams per process: the Redis CPU column shows that Redis is not what runs out "
         "first.",
+        *_gc_bullet(one_reader, direct),
         f"- **`batch_window`** (default {settings.get('batch_window')} s) is how long a "
         "producer holds a batch open: events that arrive within it share one `XADD`, so a "
         "fast stream costs fewer commands and less CPU per chunk, and each chunk may wait "
@@ -1262,6 +1278,34 @@ def scaling_sizing(r: Json) -> str:
             "connections."
         )
     return "\n".join(lines)
+
+
+def _gc_bullet(defaults: list[tuple[Json, Json]], direct: dict[str, Json]) -> list[str]:
+    """The sizing bullet on CPython's collector: the scenario where it paused longest."""
+    measured = [(s, run) for s, run in defaults if "producer_gc_max_ms" in run]
+    if not measured:
+        return []
+    s, run = max(measured, key=lambda x: max(x[1]["producer_gc_max_ms"], x[1]["reader_gc_max_ms"]))
+    base = direct.get(s["name"], {})
+    return [
+        "- **Garbage collection.** Every chunk through the relay allocates a few objects "
+        "(futures, timers, entries) that live across a round trip to Redis, and CPython's "
+        "cyclic collector, which runs every few hundred allocations, moves them to its older "
+        "generations; the collections of those then stop the whole process. At "
+        f"{s['name']} they paused the producing process for up to "
+        f"{num(run['producer_gc_max_ms'], 'ms')} ({num(run['producer_gc_ms_per_s'], 'ms')} "
+        f"a second) and the reading one for up to {num(run['reader_gc_max_ms'], 'ms')} "
+        f"({num(run['reader_gc_ms_per_s'], 'ms')} a second)"
+        + (
+            f"; direct, {num(base['producer_gc_max_ms'], 'ms')} and "
+            f"{num(base['reader_gc_max_ms'], 'ms')}"
+            if "producer_gc_max_ms" in base
+            else ""
+        )
+        + ". Such a pause delays every chunk the process holds: with thousands of streams "
+        "per process it is a large part of the tail. `gc.freeze()` once a worker has "
+        "imported everything keeps its startup objects out of every collection."
+    ]
 
 
 def _span_pct(values: Sequence[float]) -> str:
