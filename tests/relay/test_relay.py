@@ -153,6 +153,23 @@ async def test_an_item_that_cannot_be_stored_fails_the_stream(relay: RelayBase) 
     assert caught.value.partial_text == "ok"
 
 
+async def test_a_live_reader_checks_the_stream_itself_when_nothing_comes(
+    relay: RelayBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net under a backend's live delivery: a reader that has waited its idle
+    check (here 0.2 s) with nothing delivered reads the stream from storage. With a
+    backend that never delivers, every word still arrives, each within about that."""
+    monkeypatch.setattr(relay, "_watch", lambda watcher: None)
+    monkeypatch.setattr(relay, "_idle_check", lambda: 0.2)
+    stream_id = new_stream_id()
+    await relay.publish(stream_id, items(["a ", "b ", "c "], delay=0.3))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(10):
+        assert await events(relay, stream_id) == ["a ", "b ", "c "]
+    assert loop.time() - started < 3.0
+
+
 # -- resume -----------------------------------------------------------------------------
 WORDS = [f"w{i} " for i in range(40)]
 

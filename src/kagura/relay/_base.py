@@ -158,7 +158,18 @@ class Snapshot:
 class Watcher:
     """A reader waiting for live entries; the backend delivers them into its buffer."""
 
-    __slots__ = ("base", "buffer", "cursor", "error", "limit", "live", "stream_id", "waiter")
+    __slots__ = (
+        "base",
+        "buffer",
+        "cursor",
+        "error",
+        "idle_until",
+        "idled",
+        "limit",
+        "live",
+        "stream_id",
+        "waiter",
+    )
 
     def __init__(self, stream_id: str, *, limit: int) -> None:
         self.stream_id = stream_id
@@ -169,6 +180,8 @@ class Watcher:
         self.live = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.idle_until = math.inf  # when a wait gives up (see expire_idle)
+        self.idled = False
 
     def deliver(self, entries: Sequence[Entry]) -> bool:
         """Take the entries after the cursor; False (detached) on a gap or a full buffer."""
@@ -201,18 +214,27 @@ class Watcher:
             waiter.set_result(None)
 
     async def wait(self, patience: float) -> bool:
-        """Wait for a delivery or a detach; False after ``patience`` seconds of neither."""
+        """Wait for a delivery or a detach; False once ``patience`` seconds of neither have
+        passed and :meth:`expire_idle` says so (the relay calls it every so often: no
+        timer per wait, which cost a reader a timer per chunk)."""
         if self.buffer or not self.live or self.error is not None:
             return True
+        self.idle_until = time.monotonic() + patience
+        self.idled = False
         self.waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(patience):
-                await self.waiter
-        except TimeoutError:
-            return False
+            await self.waiter
         finally:
             self.waiter = None
-        return True
+            self.idle_until = math.inf
+        return not self.idled
+
+    def expire_idle(self, now: float) -> None:
+        """End a wait whose patience ran out by ``now`` (it returns False)."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and now >= self.idle_until:
+            self.idled = True
+            waiter.set_result(None)
 
 
 class Abandoned(Exception):
@@ -251,6 +273,7 @@ class RelayBase(ABC):
         self._readers: set[Watcher] = set()
         self._closed = False
         self._ticks: dict[float, list[asyncio.Future[None]]] = {}  # see _at_tick
+        self._idle_watch: asyncio.Task[None] | None = None  # see _watch_idle
 
     # -- primitives --------------------------------------------------------------------
     @abstractmethod
@@ -454,6 +477,7 @@ class RelayBase(ABC):
                 if watcher.error is not None:
                     raise watcher.error
                 if watcher.live:
+                    self._watch_idle()
                     if not await watcher.wait(self._idle_check()):
                         self._unwatch(watcher)  # a check of our own, whatever the backend says
                         watcher.live = False
@@ -495,6 +519,21 @@ class RelayBase(ABC):
     def _idle_check(self) -> float:
         """Seconds a live reader waits before checking the stream itself."""
         return max(10.0, 3 * (self.lease or 0))
+
+    def _watch_idle(self) -> None:
+        """Run the task that ends the waits of live readers whose patience ran out."""
+        if self._idle_watch is None or self._idle_watch.done():
+            self._idle_watch = asyncio.get_running_loop().create_task(
+                self._expire_idle(), name="kagura.relay idle readers"
+            )
+
+    async def _expire_idle(self) -> None:
+        period = min(1.0, self._idle_check() / 4)  # late by at most a quarter of it
+        while self._readers:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for watcher in list(self._readers):
+                watcher.expire_idle(now)
 
     # -- status and closing ------------------------------------------------------------
     async def status(self, stream_id: str, *, owner: str | None = None) -> StreamStatus:
@@ -542,6 +581,11 @@ class RelayBase(ABC):
         for watcher in list(self._readers):
             self._unwatch(watcher)
             watcher.fail(RelayError("the relay is closed"))
+        idle_watch = self._idle_watch
+        if idle_watch is not None and idle_watch.get_loop() is asyncio.get_running_loop():
+            idle_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await idle_watch
         producers = list(self._producers)
         for task in producers:
             task.cancel()
