@@ -97,11 +97,10 @@ async def test_a_cancelled_caller_leaves_the_others_alone(
     batch: AutoPipeline, redis_server: RedisServer
 ) -> None:
     c, d, e = key("c"), key("d"), key("e")
-    first = asyncio.create_task(batch.send([("INCR", c)]))
-    doomed = asyncio.create_task(batch.send([("INCR", d)]))
-    kept = asyncio.create_task(batch.send([("INCR", e)]))
-    await asyncio.sleep(0)
-    doomed.cancel()
+    first = asyncio.ensure_future(batch.send([("INCR", c)]))
+    doomed = asyncio.ensure_future(batch.send([("INCR", d)]))
+    kept = asyncio.ensure_future(batch.send([("INCR", e)]))
+    doomed.cancel()  # before the exchange leaves (send queues at once)
     assert await first == [1]
     assert await kept == [1]
     with pytest.raises(asyncio.CancelledError):
@@ -112,8 +111,8 @@ async def test_a_cancelled_caller_leaves_the_others_alone(
 async def test_closing_fails_the_waiting_callers(redis_server: RedisServer) -> None:
     client = Redis(port=redis_server.port, protocol=2)
     batch = AutoPipeline(client, unavailable)
-    blocked = asyncio.create_task(batch.send([("BLPOP", "never", 5)]))
-    waiting = asyncio.create_task(batch.send([("PING",)]))
+    blocked = asyncio.ensure_future(batch.send([("BLPOP", "never", 5)]))
+    waiting = asyncio.ensure_future(batch.send([("PING",)]))
     await asyncio.sleep(0.05)
     await batch.aclose()
     for task in (blocked, waiting):

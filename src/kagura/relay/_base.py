@@ -822,8 +822,11 @@ class _Producer:
                 return
             if events:
                 entries = self._entries(events)
-                append = functools.partial(self._writes.append, self._claim, entries)
-                written = await self._retrying(append)
+                try:  # at once: no retry loop of its own for the batch that goes through
+                    written = await self._writes.append(self._claim, entries)
+                except RelayUnavailable:
+                    append = functools.partial(self._writes.append, self._claim, entries)
+                    written = await self._retrying(append)
                 if not written:
                     self._lost("the stream is gone from the relay")
                     return

@@ -59,15 +59,18 @@ class AutoPipeline:
         self._runner: asyncio.Task[None] | None = None
         self.exchanges = 0  # how many exchanges it made (for tests and benchmarks)
 
-    async def send(self, commands: Sequence[Command], *, ring: Ring | None = None) -> list[Any]:
+    def send(
+        self, commands: Sequence[Command], *, ring: Ring | None = None
+    ) -> asyncio.Future[list[Any]]:
         """The replies to ``commands``, sent with whatever else is waiting (and ``ring``'s
-        bell rung after them, in the same exchange)."""
+        bell rung after them, in the same exchange): a future to await (no coroutine of its
+        own: a producer sends one per batch)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._queue.append((commands, ring, future))
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run(), name="kagura.relay pipeline")
-        return await future
+        return future
 
     async def _run(self) -> None:
         from redis.exceptions import ResponseError
