@@ -788,36 +788,16 @@ class _Follower:
             self._detach_all()
 
     async def _follow(self, until: float) -> None:
-        """Block on the streams themselves (and the wake key) until one has entries or
-        ``until``; deliver them. (For a few streams, cheaper than their bells: one round
-        trip, not two.)"""
-        streams = self._cursors(self._watched)
-        streams[self._wake_key] = self._wake_id
-        block = max(1, round((until - time.monotonic()) * 1000))
-        self._blocking = True
-        async with self._guard():
-            response = cast(
-                list[Any],
-                await self._client.xread(cast(Any, streams), count=_FOLLOW_COUNT, block=block),
-            )
-        self._blocking = self._waking = False  # a reader added now wakes the next
-        self._deliver(response or [])
+        """Block on the streams themselves until one has entries or ``until``; deliver
+        them. (For a few streams, cheaper than their bells: one round trip, not two.)"""
+        self._deliver(await self._block(self._cursors(self._watched), _FOLLOW_COUNT, until))
 
     async def _listen(self, until: float) -> list[str]:
-        """Block on the bells (and the wake key) until one rings or ``until``; the watched
-        keys rung."""
+        """Block on the bells until one rings or ``until``; the watched keys rung."""
         streams = {bell: self._bells[bell] for bell in self._ringers}
-        streams[self._wake_key] = self._wake_id
-        block = max(1, round((until - time.monotonic()) * 1000))
-        self._blocking = True
-        async with self._guard():
-            response = cast(
-                list[Any],
-                await self._client.xread(cast(Any, streams), count=_BELL_COUNT, block=block),
-            )
-        self._blocking = self._waking = False  # a reader added now wakes the next
+        response = await self._block(streams, _BELL_COUNT, until)
         rung: dict[str, None] = {}
-        for raw_key, raw_entries in response or []:
+        for raw_key, raw_entries in response:
             key = raw_key.decode()
             last = raw_entries[-1][0].decode()
             if key == self._wake_key:
@@ -828,6 +808,19 @@ class _Follower:
                 for member in fields:
                     rung[member.decode()] = None
         return [key for key in rung if key in self._watched]
+
+    async def _block(self, streams: dict[str, str], count: int, until: float) -> list[Any]:
+        """One blocking XREAD of ``streams`` and the wake key (a reader added meanwhile ends
+        it), until ``until`` at the latest."""
+        streams[self._wake_key] = self._wake_id
+        block = max(1, round((until - time.monotonic()) * 1000))
+        self._blocking = True
+        async with self._guard():
+            response = cast(
+                list[Any], await self._client.xread(cast(Any, streams), count=count, block=block)
+            )
+        self._blocking = self._waking = False  # a reader added now wakes the next
+        return response or []
 
     async def _read(self, keys: Iterable[str]) -> None:
         """Read ``keys`` from their readers' cursors; deliver what came."""
