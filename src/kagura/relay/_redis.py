@@ -51,6 +51,7 @@ _FIELD: Final = "d"
 _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
 _BELL_COUNT: Final = 1024  # bell entries per XREAD
 _FOLLOW_DIRECTLY: Final = 32  # streams a loop blocks on directly; beyond, on their bells
+_READ_KEYS: Final = 64  # streams per non-blocking XREAD of the follow loop
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
 _MAX_SHARDS: Final = 256
 _TRANSPORT_MODULES: Final = ("asyncio.selector_events", "asyncio.sslproto")
@@ -673,10 +674,11 @@ class _Follower:
     (Up to ``_FOLLOW_DIRECTLY`` streams, it blocks on the streams themselves: one round
     trip where bells take two.)
     A stream whose read was cut at ``_FOLLOW_COUNT`` entries, or whose first reader just
-    came, is read again without waiting. Every ``interval`` seconds it reads every stream
-    (a bell lost with a failed exchange costs at most that), and checks the leases of the
-    streams that got no entry since the last check, sending the readers of a stream
-    without a lease to storage (where they find the end, or report ProducerLost).
+    came, is read again without waiting. Every ``interval`` seconds it reads the streams
+    that got no entry for an interval, rung or not (a bell lost with a failed exchange
+    delays a stream until its next bell, or this; a stream that keeps talking rings
+    again), and checks their leases, sending the readers of a stream without a lease to
+    storage (where they find the end, or report ProducerLost).
 
     A reader that registers while the loop blocks wakes it with an entry on this relay's
     own wake key, which the block also reads from its last seen id, so no wake is missed.
@@ -762,8 +764,8 @@ class _Follower:
             while self._watched:
                 try:
                     due = time.monotonic() >= next_check
-                    if due:  # every stream, rung or not
-                        keys = list(self._watched)
+                    if due:  # the streams quiet for an interval, rung or not
+                        keys = [*self._idle(interval), *self._unread]
                         self._unread.clear()
                     elif self._unread:
                         keys = list(self._unread)
@@ -823,16 +825,23 @@ class _Follower:
         return response or []
 
     async def _read(self, keys: Iterable[str]) -> None:
-        """Read ``keys`` from their readers' cursors; deliver what came."""
+        """Read ``keys`` from their readers' cursors, ``_READ_KEYS`` at a time; deliver
+        what came. (Hundreds of streams in one XREAD held the loop for 10 to 20 ms while
+        their entries were parsed and delivered: their readers waited for the last.)"""
         streams = self._cursors(keys)
-        if not streams:
-            return
-        async with self._guard():
-            response = cast(
-                list[Any],
-                await self._client.xread(cast(Any, streams), count=_FOLLOW_COUNT),
-            )
-        self._deliver(response or [])
+        names = list(streams)
+        for start in range(0, len(names), _READ_KEYS):
+            part = {name: streams[name] for name in names[start : start + _READ_KEYS]}
+            async with self._guard():
+                response = cast(
+                    list[Any], await self._client.xread(cast(Any, part), count=_FOLLOW_COUNT)
+                )
+            self._deliver(response or [])
+
+    def _idle(self, interval: float) -> list[str]:
+        """The followed streams that had no entry for ``interval`` seconds."""
+        now = time.monotonic()
+        return [key for key, when in self._active.items() if now - when >= interval]
 
     def _cursors(self, keys: Iterable[str]) -> dict[str, str]:
         """The id to read each followed key after: its slowest reader's."""
@@ -863,8 +872,7 @@ class _Follower:
                     self.remove(watcher, key)
 
     async def _check_leases(self, interval: float) -> None:
-        now = time.monotonic()
-        idle = [key for key, when in self._active.items() if now - when >= interval]
+        idle = self._idle(interval)
         if not idle:
             return
         async with self._guard():
