@@ -837,14 +837,10 @@ class _Producer:
         # grid of `batch_window`: renewals join the appends' round trips, a few at a time.
         # (All at one instant, 1000 streams' renewals stalled the producer's loop for tens
         # of milliseconds, every period.)
-        window = self._relay.batch_window
         phase = zlib.crc32(self._claim.stream_id.encode()) / 2**32 * period
         while True:
             now = time.monotonic()
-            due = now + (phase - now) % period
-            if window > 0:
-                due = (due // window + 1) * window
-            await asyncio.sleep(due - now)
+            await asyncio.sleep(self._tick_of(now + (phase - now) % period) - now)
             renew = functools.partial(self._writes.renew, self._claim)
             renewal = await self._retrying(renew, renews=True)
             if renewal == "lost":

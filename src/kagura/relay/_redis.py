@@ -6,10 +6,9 @@ A stream's shard is a hash of its id; the shards' tags lie evenly over the 16384
 Entries are written with explicit ids (the id of their last event), so a retried append
 is harmless. Each exchange of appends also rings a bell (a short stream naming the streams
 written: ``kagura:bell``; on a Cluster, the shard's ``kagura:{<tag>}:bell``). Readers of
-one relay share one connection
-that blocks on the bells of the shards they read (on a Cluster, where one command reaches
-one slot, one connection per shard being read), then reads only the streams rung; and a
-bounded pool for everything else.
+one relay share one connection that blocks on the bells of the streams they read (on a
+Cluster, where one command reaches one slot, one connection per shard being read), then
+reads only the streams rung; and a bounded pool for everything else.
 """
 
 from __future__ import annotations
