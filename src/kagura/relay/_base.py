@@ -23,10 +23,11 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import structlog
 from pydantic import BaseModel
@@ -272,7 +273,11 @@ class RelayBase(ABC):
         self._running: dict[str, _Producer] = {}  # this process's producers, by stream id
         self._readers: set[Watcher] = set()
         self._closed = False
-        self._ticks: dict[float, list[asyncio.Future[None]]] = {}  # see _at_tick
+        # The producers' shared writes and renewals, by due time (see _due).
+        self._appends_due: dict[float, list[_Producer]] = {}
+        self._renewals_due: dict[float, list[_Producer]] = {}
+        self._renew_grid = 0.0 if lease is None else max(self.batch_window, lease / 3 / 32)
+        self._flushes: set[asyncio.Task[None]] = set()
         self._idle_watch: asyncio.Task[None] | None = None  # see _watch_idle
 
     # -- primitives --------------------------------------------------------------------
@@ -288,6 +293,29 @@ class RelayBase(ABC):
         """Extend the lease: ``"lost"`` if it is no longer this producer's, ``"stop"`` if
         :meth:`stop` was called for the stream (in any process)."""
         return "held"
+
+    async def _append_many(
+        self, batch: Sequence[tuple[Claim, list[Entry]]]
+    ) -> list[bool | Exception]:
+        """:meth:`_append` for each stream of ``batch`` (a backend sends them together): its
+        result, or the error it met."""
+        results: list[bool | Exception] = []
+        for claim, entries in batch:
+            try:
+                results.append(await self._append(claim, entries))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _renew_many(self, claims: Sequence[Claim]) -> list[Renewal | Exception]:
+        """:meth:`_renew` for each of ``claims`` (a backend sends them together)."""
+        results: list[Renewal | Exception] = []
+        for claim in claims:
+            try:
+                results.append(await self._renew(claim))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
@@ -406,7 +434,7 @@ class RelayBase(ABC):
             # cancelled while writing the end, let that finish).
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 async with asyncio.timeout(_CLOSE_TIMEOUT):
-                    if producer.writer.done():
+                    if producer.ended.done():
                         await asyncio.shield(self._abandon(claim))
                     else:
                         await producer.finish(_ABANDON, keep=True)
@@ -591,27 +619,78 @@ class RelayBase(ABC):
             task.cancel()
         if producers:
             await asyncio.wait(producers, timeout=_CLOSE_TIMEOUT + 1)
+        flushes = list(self._flushes)
+        for task in flushes:
+            task.cancel()
+        if flushes:
+            await asyncio.wait(flushes, timeout=1)
 
-    def _at_tick(
-        self, when: float, waiter: asyncio.Future[None] | None = None
-    ) -> asyncio.Future[None]:
-        """``waiter`` (or a new future), done at ``time.monotonic()`` ``when``: one timer
-        for all the producers that wait for the same tick of the batch grid, not one each
-        (a heap of thousands of timers cost a 1000-stream producer more than its appends)."""
+    # -- the producers' shared writes and renewals ----------------------------------------
+    def _append_at(self, producer: _Producer, when: float) -> None:
+        """Write ``producer``'s pending events at ``time.monotonic()`` ``when`` (a tick of
+        the batch grid), in one exchange with every producer due then."""
+        self._due(self._appends_due, when, self._flush_appends).append(producer)
+
+    def _renew_at(self, producer: _Producer, when: float) -> None:
+        """Renew ``producer``'s lease at ``when`` or a little later (on a grid of a 32nd of
+        the renewal period: the producers due together renew in one exchange)."""
+        when = math.ceil(when / self._renew_grid) * self._renew_grid
+        self._due(self._renewals_due, when, self._flush_renewals).append(producer)
+
+    def _due(
+        self,
+        table: dict[float, list[_Producer]],
+        when: float,
+        flush: Callable[[float], None],
+    ) -> list[_Producer]:
+        """The producers due at ``when`` in ``table``: one timer for all of them (a timer, a
+        future and a task step for each producer and chunk cost a 1000-stream producer more
+        than its appends). A time already past is due at the next loop turn."""
         loop = asyncio.get_running_loop()
-        if waiter is None:
-            waiter = loop.create_future()
-        waiting = self._ticks.get(when)
-        if waiting is None:
-            waiting = self._ticks[when] = []
-            loop.call_at(when, self._tick, when)  # the loop's clock is time.monotonic()
-        waiting.append(waiter)
-        return waiter
+        if when <= loop.time():  # the loop's clock is time.monotonic()
+            when = 0.0
+        due = table.get(when)
+        if due is None:
+            due = table[when] = []
+            loop.call_at(when, flush, when)
+        return due
 
-    def _tick(self, when: float) -> None:
-        for waiter in self._ticks.pop(when, ()):
-            if not waiter.done():  # (its producer was cancelled)
-                waiter.set_result(None)
+    def _flush_appends(self, when: float) -> None:
+        batch = [(p, entries) for p in self._appends_due.pop(when, ()) if (entries := p.take())]
+        if batch:
+            self._flush(self._write_due(batch))
+
+    def _flush_renewals(self, when: float) -> None:
+        due = [p for p in self._renewals_due.pop(when, ()) if p.renews]
+        if due:
+            self._flush(self._renew_due(due))
+
+    def _flush(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, name="kagura.relay writes")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _write_due(self, batch: list[tuple[_Producer, list[Entry]]]) -> None:
+        results: Sequence[bool | BaseException]
+        try:
+            results = await self._append_many([(p.claim, entries) for p, entries in batch])
+        except asyncio.CancelledError:
+            for producer, entries in batch:
+                producer.written(entries, RelayError("the relay is closed"))
+            raise
+        except Exception as exc:  # the exchange failed: every stream's write did
+            results = [exc] * len(batch)
+        for (producer, entries), result in zip(batch, results, strict=True):
+            producer.written(entries, result)
+
+    async def _renew_due(self, due: list[_Producer]) -> None:
+        results: Sequence[Renewal | Exception]
+        try:
+            results = await self._renew_many([p.claim for p in due])
+        except Exception as exc:
+            results = [exc] * len(due)
+        for producer, result in zip(due, results, strict=True):
+            producer.renewed(result)
 
     async def __aenter__(self) -> RelayBase:
         return self
@@ -659,15 +738,15 @@ async def _iterate(
             await aclose()
 
 
-def _retrieved(task: asyncio.Task[None]) -> None:
-    """Mark a helper task's failure as seen: the producer reports it (or is cancelled)."""
-    if not task.cancelled():
-        task.exception()
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a failure as seen: the producer reports it (or is cancelled)."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass(frozen=True, slots=True)
 class _Writes:
-    """A backend's write primitives, as the producer calls them."""
+    """A backend's write primitives, as the producer calls them on its own."""
 
     append: Callable[[Claim, list[Entry]], Awaitable[bool]]
     renew: Callable[[Claim], Awaitable[Renewal]]
@@ -676,7 +755,14 @@ class _Writes:
 
 
 class _Producer:
-    """Batches one producer's events into entries, writes them in order, renews the lease."""
+    """One stream's producer: its events batched into entries and written in order, its
+    lease renewed.
+
+    The writes go in its relay's shared exchanges (:meth:`RelayBase._append_at`: one per
+    tick of the batch grid for every producer with something to send), and so do the
+    renewals; a producer has a task of its own only to retry after a failure and to write
+    its end. :attr:`ended` is done when it writes no more: its end written, or a failure.
+    """
 
     _HIGH_WATER: Final = 4096  # events waiting before the source is made to wait
     _MAX_EVENTS: Final = 512  # events per entry
@@ -687,25 +773,31 @@ class _Producer:
     ) -> None:
         self._relay = relay
         self._writes = writes
-        self._claim = claim
+        self.claim = claim
         self._task = task  # cancelled when the lease is lost
         self._pending: list[str] = []
         self._since = 0.0  # when the oldest pending event arrived
         self._number = 0  # the number of the last event given one (0: the start marker)
         self._text: list[str] = []
         self.usage: Usage | None = None
-        self._signal: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._writing = False  # entries on their way: in a shared exchange, a retry, the end
+        self._helper: asyncio.Task[None] | None = None  # a retried write, or the end
+        self._renewing: asyncio.Task[None] | None = None  # a retried renewal
         self._room = asyncio.Event()
         self._room.set()
         self._final: str | None = None
         self._stopping = False
         self._deadline = time.monotonic() + (relay.lease or math.inf)
-        loop = asyncio.get_running_loop()
-        self._writer = loop.create_task(self._write())
-        self._writer.add_done_callback(_retrieved)
-        self._renewer = None if relay.lease is None else loop.create_task(self._renew(relay.lease))
-        if self._renewer is not None:
-            self._renewer.add_done_callback(_retrieved)
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ended.add_done_callback(_retrieved)
+        self.renews = relay.lease is not None  # while True, it is in the relay's renewals
+        if relay.lease is not None:
+            # Each stream at its own phase of the period (a hash of its id): renewals go a
+            # few at a time. (All at one instant, 1000 streams' renewals stalled the
+            # producer's loop for tens of milliseconds, every period.)
+            self._period = relay.lease / 3
+            self._phase = zlib.crc32(claim.stream_id.encode()) / 2**32 * self._period
+            self._renew_later()
 
     def add(self, item: object) -> None:
         event = encode_item(item)
@@ -717,9 +809,8 @@ class _Producer:
             self.usage = item
         if not self._pending:
             self._since = time.monotonic()
-            signal = self._signal
-            if signal is not None and not signal.done():  # the writer wakes at the tick
-                self._relay._at_tick(self._tick_of(self._since), signal)  # pyright: ignore[reportPrivateUsage]
+            if not self._writing and self._final is None:
+                self._relay._append_at(self, self._tick_of(self._since))  # pyright: ignore[reportPrivateUsage]
         self._pending.append(event)
         if len(self._pending) >= self._HIGH_WATER:
             self._room.clear()
@@ -728,33 +819,21 @@ class _Producer:
         return "".join(self._text)
 
     async def room(self) -> None:
-        """Wait while too many events wait for the backend (a slow backend slows the source)."""
+        """Wait while too many events wait for the backend (a slow backend slows the source);
+        raise the failure that ended the writes."""
         if not self._room.is_set():
-            waiter = asyncio.ensure_future(self._room.wait())
-            try:  # or until the writer stops (it failed, or the stream is gone)
-                await asyncio.wait({waiter, self._writer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-        if self._writer.done():
-            self._writer.result()  # the writer failed: raise its error here
-
-    @property
-    def finishing(self) -> bool:
-        return self._final is not None
-
-    @property
-    def writer(self) -> asyncio.Task[None]:
-        return self._writer
+            await self._room.wait()  # (set again when the writes end)
+        if self.ended.done():
+            self.ended.result()
 
     async def finish(self, terminal: str, *, keep: bool = False) -> None:
         """Append what is pending and ``terminal``, then release the stream (``_ABANDON``:
         without an end). ``keep``: a terminal already set stays."""
         if self._final is None or not keep:
             self._final = terminal
-        signal = self._signal
-        if signal is not None and not signal.done():
-            signal.set_result(None)
-        await asyncio.shield(self._writer)
+        if not self._writing and not self.ended.done():
+            self._write_end()
+        await asyncio.shield(self.ended)
 
     def request_stop(self) -> None:
         """Interrupt the source (see :meth:`RelayBase.stop`); nothing once it is ending."""
@@ -768,9 +847,84 @@ class _Producer:
         return self._stopping and self._task is not None and self._task.uncancel() == 0
 
     def stop(self) -> None:
-        self._writer.cancel()
-        if self._renewer is not None:
-            self._renewer.cancel()
+        self.renews = False
+        for task in (self._helper, self._renewing):
+            if task is not None:
+                task.cancel()
+        self._end(asyncio.CancelledError())
+
+    # -- writes ------------------------------------------------------------------------
+    def take(self) -> list[Entry] | None:
+        """The pending events as entries, now on their way in a shared exchange (None if
+        there are none, or the producer writes already or is ending)."""
+        if self._writing or self._final is not None or self.ended.done() or not self._pending:
+            return None
+        events, self._pending = self._pending, []
+        self._room.set()
+        self._writing = True
+        return self._entries(events)
+
+    def written(self, entries: list[Entry], result: bool | BaseException) -> None:
+        """What became of the entries :meth:`take` gave (or a retry wrote)."""
+        if self.ended.done():
+            return
+        if result is True:
+            self._writing = False
+            if self._final is not None:
+                self._write_end()
+            elif self._pending:
+                self._relay._append_at(self, self._tick_of(self._since))  # pyright: ignore[reportPrivateUsage]
+        elif result is False:
+            self._lost("the stream is gone from the relay")
+            self._end()
+        elif isinstance(result, RelayUnavailable):
+            self._helper = self._start(self._retry_append(entries, result))
+        else:
+            self._end(result)
+
+    async def _retry_append(self, entries: list[Entry], error: RelayUnavailable) -> None:
+        append = functools.partial(self._writes.append, self.claim, entries)
+        self.written(entries, await self._retrying(append, error=error))
+
+    def _write_end(self) -> None:
+        self._writing = True
+        self._helper = self._start(self._ending())
+
+    async def _ending(self) -> None:
+        events, self._pending = self._pending, []
+        self._room.set()
+        if self._final == _ABANDON:
+            if events:
+                entries = self._entries(events)
+                await self._retrying(functools.partial(self._writes.append, self.claim, entries))
+            await self._retrying(functools.partial(self._writes.abandon, self.claim))
+        else:
+            entries = self._entries([*events, cast(str, self._final)])
+            await self._retrying(functools.partial(self._writes.close, self.claim, entries))
+        self._end()
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        task.add_done_callback(self._helper_done)
+        return task
+
+    def _helper_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            self._end(asyncio.CancelledError())
+        elif (exc := task.exception()) is not None:
+            self._end(exc)
+
+    def _end(self, error: BaseException | None = None) -> None:
+        """No more writes: ``error`` (if any) is what :meth:`room` and :meth:`finish` raise."""
+        if self.ended.done():
+            return
+        if error is None:
+            self.ended.set_result(None)
+        elif isinstance(error, asyncio.CancelledError):
+            self.ended.cancel()
+        else:
+            self.ended.set_exception(error)
+        self._room.set()
 
     def _entries(self, events: list[str]) -> list[Entry]:
         entries: list[Entry] = []
@@ -789,78 +943,63 @@ class _Producer:
         """When a batch begun at ``since`` closes: the next tick of a grid of
         ``batch_window`` seconds shared by every producer of the process (at most the window
         after its oldest event, at least the end of this loop turn), so that the producers
-        with something to send send together, one round trip for all with the backend's
-        auto-pipelining."""
+        with something to send send together, in one exchange."""
         window = self._relay.batch_window
         return (since // window + 1) * window if window > 0 else since
 
-    async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._final is None:
-                if not self._pending:  # idle: add() wakes it at its batch's tick, finish() now
-                    self._signal = loop.create_future()
-                    try:
-                        await self._signal
-                    finally:
-                        self._signal = None
-                elif (tick := self._tick_of(self._since)) > time.monotonic():
-                    await self._relay._at_tick(tick)  # pyright: ignore[reportPrivateUsage]
-            events, self._pending = self._pending, []
-            self._room.set()
-            if self._final == _ABANDON:
-                if events:
-                    entries = self._entries(events)
-                    await self._retrying(
-                        functools.partial(self._writes.append, self._claim, entries)
-                    )
-                await self._retrying(functools.partial(self._writes.abandon, self._claim))
-                return
-            if self._final is not None:
-                entries = self._entries([*events, self._final])
-                await self._retrying(functools.partial(self._writes.close, self._claim, entries))
-                return
-            if events:
-                entries = self._entries(events)
-                try:  # at once: no retry loop of its own for the batch that goes through
-                    written = await self._writes.append(self._claim, entries)
-                except RelayUnavailable:
-                    append = functools.partial(self._writes.append, self._claim, entries)
-                    written = await self._retrying(append)
-                if not written:
-                    self._lost("the stream is gone from the relay")
-                    return
+    # -- the lease -----------------------------------------------------------------------
+    def _renew_later(self) -> None:
+        now = time.monotonic()
+        self._relay._renew_at(self, now + (self._phase - now) % self._period)  # pyright: ignore[reportPrivateUsage]
 
-    async def _renew(self, lease: float) -> None:
-        period = lease / 3
-        # Each stream at its own phase of the period (a hash of its id), on the appends'
-        # grid of `batch_window`: renewals join the appends' round trips, a few at a time.
-        # (All at one instant, 1000 streams' renewals stalled the producer's loop for tens
-        # of milliseconds, every period.)
-        phase = zlib.crc32(self._claim.stream_id.encode()) / 2**32 * period
-        while True:
-            now = time.monotonic()
-            await asyncio.sleep(self._tick_of(now + (phase - now) % period) - now)
-            renew = functools.partial(self._writes.renew, self._claim)
-            renewal = await self._retrying(renew, renews=True)
-            if renewal == "lost":
-                self._lost("the producer's lease was taken or expired")
-                return
-            if renewal == "stop":
-                self.request_stop()
+    def renewed(self, renewal: Renewal | BaseException) -> None:
+        """What the relay's shared renewal (or a retry) got for this producer's lease."""
+        if not self.renews:
+            return
+        if isinstance(renewal, RelayUnavailable):
+            self._renewing = asyncio.get_running_loop().create_task(self._retry_renewal(renewal))
+            self._renewing.add_done_callback(_retrieved)
+            return
+        if isinstance(renewal, BaseException):  # not an outage: a bug, or a broken server
+            self.renews = False
+            _log.error(
+                "relay.renew_failed", stream_id=self.claim.stream_id, error=redact(repr(renewal))
+            )
+            return
+        self._deadline = time.monotonic() + self._period * 3
+        if renewal == "lost":
+            self.renews = False
+            self._lost("the producer's lease was taken or expired")
+            return
+        if renewal == "stop":
+            self.request_stop()
+        self._renew_later()
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[_R]], *, renews: bool = False) -> _R:
-        """Run ``attempt()`` until it succeeds or the lease lapses (RelayUnavailable)."""
+    async def _retry_renewal(self, error: RelayUnavailable) -> None:
+        renew = functools.partial(self._writes.renew, self.claim)
+        self.renewed(await self._retrying(renew, renews=True, error=error))
+
+    async def _retrying(
+        self,
+        attempt: Callable[[], Awaitable[_R]],
+        *,
+        renews: bool = False,
+        error: RelayUnavailable | None = None,
+    ) -> _R:
+        """Run ``attempt()`` until it succeeds or the lease lapses (RelayUnavailable); after
+        ``error`` (an attempt that just failed), only after a pause."""
         delay = 0.05
         while True:
-            try:
-                result = await attempt()
-            except RelayUnavailable:
+            if error is not None:
                 if time.monotonic() + delay >= self._deadline:
                     self._lost("the relay's server did not answer within the lease")
-                    raise
+                    raise error
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            try:
+                result = await attempt()
+            except RelayUnavailable as exc:
+                error = exc
                 continue
             if renews and self._relay.lease is not None:
                 self._deadline = time.monotonic() + self._relay.lease
@@ -869,6 +1008,6 @@ class _Producer:
     def _lost(self, reason: str) -> None:
         if self._final is not None:  # ending anyway: the end released the lease
             return
-        _log.warning("relay.lease_lost", stream_id=self._claim.stream_id, reason=reason)
+        _log.warning("relay.lease_lost", stream_id=self.claim.stream_id, reason=reason)
         if self._task is not None:
             self._task.cancel()

@@ -2,10 +2,16 @@
 
 A relay's producers each append a few entries now and then; sent one round trip each,
 100 streams of 50 chunks a second cost redis-py about 200 µs of CPU per command, which
-one process cannot afford. :class:`AutoPipeline` keeps at most one exchange in flight:
-the commands that arrive meanwhile wait and go together in the next one (as ioredis's
-``enableAutoPipelining`` does). An idle relay thus sends each command at once, and a
-busy one many per round trip, at a fraction of the cost each.
+one process cannot afford. Two ways to send them together, with one interface (``send``):
+
+- :class:`PipelinedConnection`, for one server: the commands handed in during a loop
+  turn leave together, at once, on a connection of its own, without waiting for the
+  replies to earlier ones (Redis answers in order; one task reads the replies and hands
+  each caller its own), as ioredis and the node client do. An exchange thus never waits
+  for another's round trip, nor for a connection from the pool.
+- :class:`AutoPipeline`, through any client (a Cluster client routes each command to its
+  node): at most one exchange in flight; the commands that arrive meanwhile wait and go
+  together in the next one (as ioredis's ``enableAutoPipelining`` does).
 
 A caller may ask for a bell to be rung after its commands: each exchange ends with one
 ``XADD`` per bell key named, listing the members rung (readers learn which streams changed
@@ -25,8 +31,9 @@ from kagura.errors import RelayError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["AutoPipeline"]
+__all__ = ["AutoPipeline", "PipelinedConnection"]
 
 Command = Sequence[Any]
 """A command as redis-py's ``execute_command`` takes it: ``("XADD", key, ...)``."""
@@ -36,7 +43,7 @@ BELL_MAXLEN: Final = 1000  # entries a bell keeps (MAXLEN ~)
 
 Ring = tuple[str, str]
 """(bell key, member): an ``XADD <bell> * <member> ""`` after the caller's commands."""
-_Waiting = tuple[Sequence[Command], "Ring | None", "asyncio.Future[list[Any]]"]
+_Waiting = tuple[Sequence[Command], Sequence[Ring], "asyncio.Future[list[Any]]"]
 
 
 class AutoPipeline:
@@ -57,17 +64,21 @@ class AutoPipeline:
         self._guard = guard
         self._queue: deque[_Waiting] = deque()
         self._runner: asyncio.Task[None] | None = None
+        self._closed = False
         self.exchanges = 0  # how many exchanges it made (for tests and benchmarks)
 
     def send(
-        self, commands: Sequence[Command], *, ring: Ring | None = None
+        self, commands: Sequence[Command], *, rings: Sequence[Ring] = ()
     ) -> asyncio.Future[list[Any]]:
-        """The replies to ``commands``, sent with whatever else is waiting (and ``ring``'s
-        bell rung after them, in the same exchange): a future to await (no coroutine of its
-        own: a producer sends one per batch)."""
+        """The replies to ``commands``, sent with whatever else is waiting (and the bells of
+        ``rings`` rung after them, in the same exchange): a future to await (no coroutine
+        of its own: the relay's producers send one per tick)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.append((commands, ring, future))
+        if self._closed:
+            future.set_exception(RelayError("the relay is closed"))
+            return future
+        self._queue.append((commands, rings, future))
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run(), name="kagura.relay pipeline")
         return future
@@ -87,7 +98,7 @@ class AutoPipeline:
             if not batch:
                 continue
             every = [command for commands, _, _ in batch for command in commands]
-            every += _bells(ring for _, ring, _ in batch)
+            every += _bells(ring for _, rings, _ in batch for ring in rings)
             try:
                 async with self._guard():
                     if len(every) == 1:  # a pipeline of one costs twice a plain command
@@ -121,6 +132,7 @@ class AutoPipeline:
 
     async def aclose(self) -> None:
         """Stop sending; callers still waiting get :class:`~kagura.errors.RelayError`."""
+        self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
@@ -132,16 +144,184 @@ class AutoPipeline:
                 future.set_exception(RelayError("the relay is closed"))
 
 
-def _bells(rings: Iterable[Ring | None]) -> list[Command]:
+class PipelinedConnection:
+    """Sends the commands that tasks hand it on one connection of its own, as
+    :class:`AutoPipeline` does, but without waiting for the replies to earlier exchanges.
+
+    ``connect()`` makes a new (unconnected) redis-py connection; one is made again after a
+    failure, which fails every exchange written on the old one and not answered yet (their
+    commands may have run). The replies to one exchange are awaited for at most what
+    ``guard`` allows.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractConnection],
+        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        self._connect = connect
+        self._guard = guard
+        self._outbox: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._link: _Link | None = None
+        self._closed = False
+        self.exchanges = 0  # how many exchanges it wrote (for tests and benchmarks)
+
+    def send(
+        self, commands: Sequence[Command], *, rings: Sequence[Ring] = ()
+    ) -> asyncio.Future[list[Any]]:
+        """The replies to ``commands`` (see :meth:`AutoPipeline.send`)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if self._closed:
+            future.set_exception(RelayError("the relay is closed"))
+            return future
+        self._outbox.append((commands, rings, future))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="kagura.relay pipeline")
+        return future
+
+    async def _write(self) -> None:
+        while self._outbox:
+            batch = [waiting for waiting in self._outbox if not waiting[2].done()]
+            self._outbox = []
+            if not batch:
+                continue
+            commands = [command for commands, _, _ in batch for command in commands]
+            commands += _bells(ring for _, rings, _ in batch for ring in rings)
+            link = self._link
+            try:
+                async with self._guard():
+                    if link is None or link.broken:
+                        link = self._link = _Link(self._connect(), self._guard)
+                        await link.connection.connect()
+                    link.expect(batch, len(commands))
+                    packed = link.connection.pack_commands(commands)
+                    await link.connection.send_packed_command(packed, check_health=False)
+            except asyncio.CancelledError:
+                _fail(batch, RelayError("the relay is closed"))
+                raise
+            except Exception as exc:
+                _fail(batch, exc)
+                if link is not None:
+                    link.fail(exc)
+                continue
+            self.exchanges += 1
+
+    async def aclose(self) -> None:
+        """Stop sending; callers still waiting get :class:`~kagura.errors.RelayError`."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        _fail(self._outbox, RelayError("the relay is closed"))
+        self._outbox = []
+        link, self._link = self._link, None
+        if link is not None:
+            await link.aclose()
+
+
+class _Link:
+    """One connection of a :class:`PipelinedConnection`, and the exchanges written on it
+    that wait for their replies, in order."""
+
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        self.connection = connection
+        self._guard = guard
+        self._waiting: deque[tuple[list[_Waiting], int]] = deque()
+        self._reader: asyncio.Task[None] | None = None
+        self.broken = False
+
+    def expect(self, batch: list[_Waiting], replies: int) -> None:
+        """``batch``'s exchange, of ``replies`` commands, is being written."""
+        self._waiting.append((batch, replies))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(), name="kagura.relay pipeline replies"
+            )
+
+    async def _read(self) -> None:
+        from redis.exceptions import ResponseError
+
+        while self._waiting and not self.broken:
+            batch, count = self._waiting[0]
+            replies: list[Any] = []
+            try:
+                async with self._guard():
+                    for _ in range(count):
+                        try:
+                            replies.append(
+                                await self.connection.read_response(disconnect_on_error=False)
+                            )
+                        except ResponseError as exc:
+                            replies.append(exc)
+            except asyncio.CancelledError:
+                self.fail(RelayError("the relay is closed"))
+                raise
+            except Exception as exc:
+                self.fail(exc)
+                return
+            self._waiting.popleft()
+            _answer(batch, replies)
+
+    def fail(self, error: Exception) -> None:
+        """The connection is of no more use: every exchange waiting on it gets ``error``."""
+        if self.broken:
+            return
+        self.broken = True
+        while self._waiting:
+            batch, _ = self._waiting.popleft()
+            _fail(batch, error)
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        task = asyncio.get_running_loop().create_task(self.connection.disconnect(nowait=True))
+        task.add_done_callback(_seen)
+
+    async def aclose(self) -> None:
+        self.fail(RelayError("the relay is closed"))
+        reader = self._reader
+        if reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await self.connection.disconnect()
+
+
+def _answer(batch: Iterable[_Waiting], replies: list[Any]) -> None:
+    """Each caller's replies: the slice of ``replies`` its commands got."""
+    start = 0
+    for commands, _, future in batch:
+        if not future.done():
+            future.set_result(replies[start : start + len(commands)])
+        start += len(commands)
+
+
+def _fail(batch: Iterable[_Waiting], error: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _seen(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _bells(rings: Iterable[Ring]) -> list[Command]:
     """One ``XADD`` per bell key, naming each member once.
 
-    >>> _bells([("b", "s1"), None, ("b", "s2"), ("b", "s1")])
+    >>> _bells([("b", "s1"), ("b", "s2"), ("b", "s1")])
     [('XADD', 'b', 'MAXLEN', '~', 1000, '*', 's1', '', 's2', '')]
     """
     members: dict[str, dict[str, None]] = {}
-    for ring in rings:
-        if ring is not None:
-            members.setdefault(ring[0], {})[ring[1]] = None
+    for bell, member in rings:
+        members.setdefault(bell, {})[member] = None
     return [
         ("XADD", bell, "MAXLEN", "~", BELL_MAXLEN, "*", *(x for m in rung for x in (m, "")))
         for bell, rung in members.items()

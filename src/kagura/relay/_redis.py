@@ -21,7 +21,7 @@ import secrets
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar, cast
 
 import structlog
@@ -32,7 +32,7 @@ from kagura.relay._base import Claim, Entry, RelayBase, Renewal, Snapshot, Watch
 from kagura.relay._entry import START, Cursor, owner_digest, pack, same_owner, unpack
 from kagura.relay._packing import hiredis_packing
 from kagura.relay._pipeline import BELL_MAXLEN as _BELL_MAXLEN
-from kagura.relay._pipeline import AutoPipeline
+from kagura.relay._pipeline import AutoPipeline, PipelinedConnection
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -222,6 +222,7 @@ class RedisRelay(RelayBase):
         for name in ("max_connections", "timeout"):  # the relay's own bounds
             options.pop(name, None)
         self._in_use: asyncio.Semaphore | None = None
+        self._batch: AutoPipeline | PipelinedConnection
         self._client: Redis | RedisCluster
         follow_client: Redis | RedisCluster
         if self._cluster:
@@ -242,6 +243,11 @@ class RedisRelay(RelayBase):
             )
             self._client = Client(connection_pool=pool)
             follow_client = Client(connection_pool=ConnectionPool(max_connections=1, **options))
+            # The producers' appends and renewals: on a connection of their own, each
+            # exchange at once (not one at a time, nor each through the pool).
+            self._batch = PipelinedConnection(
+                ConnectionPool(**options).make_connection, self._guard
+            )
         self._follow_client = follow_client
         self._discovered = not self._cluster  # see _discover
         self._discovery = asyncio.Lock()
@@ -252,8 +258,8 @@ class RedisRelay(RelayBase):
         self._stop_script: AsyncScript = self._client.register_script(_STOP)
         self._followers: dict[int, _Follower] = {}
         self._wake_token = secrets.token_hex(8)
-        # Producers' appends and renewals, many streams' per round trip.
-        self._batch = AutoPipeline(self._client, self._pooled)
+        if self._cluster:  # producers' appends and renewals, many streams' per round trip
+            self._batch = AutoPipeline(self._client, self._pooled)
 
     def __repr__(self) -> str:
         cluster = ", cluster=True" if self._cluster else ""
@@ -405,16 +411,40 @@ class RedisRelay(RelayBase):
         return claim if taken == 1 else None
 
     async def _append(self, claim: Claim, entries: list[Entry]) -> bool:
-        from redis.exceptions import ResponseError
+        [written] = await self._append_many([(claim, entries)])
+        if isinstance(written, Exception):
+            raise written
+        return written
 
-        keys = self._keys(claim.stream_id)
-        replies = await self._batch.send(
-            [
+    async def _append_many(
+        self, batch: Sequence[tuple[Claim, list[Entry]]]
+    ) -> list[bool | Exception]:
+        # One exchange for every producer of the tick, each ringing its shard's bell.
+        commands: list[tuple[Any, ...]] = []
+        rings: list[tuple[str, str]] = []
+        for claim, entries in batch:
+            keys = self._keys(claim.stream_id)
+            commands += [
                 self._xadd(keys.entries, f"{claim.base}-{last}", pack(events))
                 for last, events in entries
-            ],
-            ring=(keys.bell, keys.entries),
-        )
+            ]
+            rings.append((keys.bell, keys.entries))
+        replies = await self._batch.send(commands, rings=rings)
+        results: list[bool | Exception] = []
+        start = 0
+        for _, entries in batch:
+            mine = replies[start : start + len(entries)]
+            start += len(entries)
+            try:
+                results.append(await self._appended(mine))
+            except Exception as exc:  # this stream's: the others' go on
+                results.append(exc)
+        return results
+
+    async def _appended(self, replies: list[Any]) -> bool:
+        """Whether a stream's XADDs were written; raises what a failed one says."""
+        from redis.exceptions import ResponseError
+
         if (error := _reply_error(replies)) is not None:
             async with self._guard():
                 raise error
@@ -430,29 +460,65 @@ class RedisRelay(RelayBase):
         return ("XADD", key, "NOMKSTREAM", "MAXLEN", "~", self.maxlen, entry_id, _FIELD, payload)
 
     async def _renew(self, claim: Claim) -> Renewal:
-        keys = self._keys(claim.stream_id)
-        keep_ms = self._keep_ms(claim.ttl) + self._lease_ms
-        args = (claim.token, self._lease_ms, keep_ms)
-        renewed = await self._batched_script(self._renew_script, keys, args)
-        return "held" if renewed == 1 else "stop" if renewed == 2 else "lost"
+        [renewal] = await self._renew_many([claim])
+        if isinstance(renewal, Exception):
+            raise renewal
+        return renewal
+
+    async def _renew_many(self, claims: Sequence[Claim]) -> list[Renewal | Exception]:
+        scripts = [
+            (
+                self._keys(claim.stream_id),
+                (claim.token, self._lease_ms, self._keep_ms(claim.ttl) + self._lease_ms),
+            )
+            for claim in claims
+        ]
+        replies = await self._batched_scripts(self._renew_script, scripts)
+        return [
+            reply
+            if isinstance(reply, Exception)
+            else "held"
+            if reply == 1
+            else "stop"
+            if reply == 2
+            else "lost"
+            for reply in replies
+        ]
 
     async def _batched_script(self, script: AsyncScript, keys: _Keys, args: tuple[Any, ...]) -> Any:
-        """``script``'s reply, run in the producers' shared exchanges (as ``EVALSHA``; loaded
-        again on a server that lost it, such as a restarted one)."""
-        from redis.exceptions import NoScriptError
-
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        [reply] = await self._batch.send([command])
-        if isinstance(reply, NoScriptError):
-            async with self._pooled():
-                await self._client.script_load(script.script)
-            [reply] = await self._batch.send([command])
-        if (error := _reply_error([reply])) is not None:
-            async with self._guard():
-                raise error
+        """``script``'s reply, run in the producers' shared exchanges."""
+        [reply] = await self._batched_scripts(script, [(keys, args)])
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+    async def _batched_scripts(
+        self, script: AsyncScript, calls: Sequence[tuple[_Keys, tuple[Any, ...]]]
+    ) -> list[Any]:
+        """``script``'s reply to each of ``calls``, or the error it met, run in the
+        producers' shared exchanges (as ``EVALSHA``; loaded once again on a server that lost
+        it, such as a restarted one)."""
+        from redis.exceptions import NoScriptError
+
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        replies = await self._batch.send(commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            async with self._pooled():
+                await self._client.script_load(script.script)
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            resent = await self._batch.send([commands[i] for i in again])
+            for i, reply in zip(again, resent, strict=True):
+                replies[i] = reply
+        results: list[Any] = []
+        for reply in replies:
+            try:
+                if (error := _reply_error([reply])) is not None:
+                    async with self._guard():
+                        raise error
+            except Exception as exc:
+                reply = exc
+            results.append(reply)
+        return results
 
     async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
         keys = self._keys(stream_id)
