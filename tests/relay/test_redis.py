@@ -67,10 +67,10 @@ async def test_batching_makes_a_fraction_of_a_command_per_token(
     assert report["one per 1 ms: entries per token"] <= 0.3
 
 
-async def test_200_readers_share_a_bounded_number_of_connections(
+async def test_200_readers_and_100_producers_share_a_bounded_number_of_connections(
     redis_server: RedisServer,
 ) -> None:
-    producers = RedisRelay(redis_server.url, max_connections=20)
+    producers = RedisRelay(f"{redis_server.url}?client_name=producers", max_connections=20)
     readers = RedisRelay(f"{redis_server.url}?client_name=readers", max_connections=4)
     streams = [new_stream_id() for _ in range(100)]
     words = [f"{i} " for i in range(60)]
@@ -78,14 +78,18 @@ async def test_200_readers_share_a_bounded_number_of_connections(
         for stream_id in streams:
             await producers.publish(stream_id, items(words, delay=0.01, every=3))
         tasks = [asyncio.create_task(events(readers, stream_id)) for stream_id in streams * 2]
-        most = 0
+        most = writing = 0
         while not all(task.done() for task in tasks):
             most = max(most, clients_named(redis_server, "readers"))
+            writing = max(writing, clients_named(redis_server, "producers"))
             await asyncio.sleep(0.02)
         results = [task.result() for task in tasks]
-    print(f"\n200 readers of 100 streams: at most {most} connections")
+    print(f"\n200 readers of 100 streams: at most {most} connections ({writing} writing)")
     assert all(result == words for result in results)
     assert 1 <= most <= 4 + 1  # the pool, and the follow loop's own
+    # The claims, one at a time, through the pool; every append, renewal and end on the
+    # producers' own connection.
+    assert 1 <= writing <= 2
 
 
 async def test_a_cluster_spreads_streams_over_its_nodes_with_bounded_connections(
@@ -280,9 +284,10 @@ def streams_named(args: list[str]) -> int:
 async def test_the_follow_loop_reads_only_the_streams_that_changed(
     where: str, request: pytest.FixtureRequest
 ) -> None:
-    """With 60 streams followed and one of them talking, the loop's XREADs name the
-    streams that were written (their bell says which), not all 60: apart from the sweep
-    of every stream once per interval (1 s at lease 60)."""
+    """With 60 streams followed and one of them talking, the loop's XREADs do not name all
+    60 streams each time (apart from the sweep of the quiet ones once per interval, 1 s at
+    lease 60): the bell says which streams were written, and carries their entries, so the
+    talking stream is read when its reader joins, not once per chunk."""
     server = request.getfixturevalue("redis_server" if where == "redis" else "redis_cluster")
     nodes = [server] if where == "redis" else server.nodes
     done = asyncio.Event()
@@ -309,10 +314,48 @@ async def test_the_follow_loop_reads_only_the_streams_that_changed(
         done.set()
         assert all(got == ["start "] for got in await asyncio.gather(*readers))
     xreads = [args for m in monitors for _, args in m.commands if args[0] == "XREAD"]
-    assert any(relay._keys(talking).entries in args for args in xreads)  # pyright: ignore[reportPrivateUsage]
+    key = relay._keys(talking).entries  # pyright: ignore[reportPrivateUsage]
+    assert 1 <= sum(key in args for args in xreads) <= 3
     sweeps = [args for args in xreads if streams_named(args) > 10]
     assert len(xreads) > 10
     assert len(sweeps) <= (seconds + 1) * len(nodes), [streams_named(a) for a in xreads]
+
+
+class Following:
+    """A reader's cursor, as the follow loop sees it (a Watcher's base and cursor)."""
+
+    def __init__(self, base: int, cursor: int) -> None:
+        self.base = base
+        self.cursor = cursor
+        self.got: list[Any] = []
+
+    def deliver(self, entries: list[Any]) -> bool:
+        self.got += entries
+        self.cursor = entries[-1][0]
+        return True
+
+
+def test_a_bell_delivers_its_entry_only_to_readers_that_miss_nothing_before_it() -> None:
+    """A bell's value is the entry just written (``<base>-<last>\\n<events>``): delivered
+    when every reader of the stream has the entries before it; otherwise, or for a value
+    that is not an entry, the stream is read (``_ring`` says False)."""
+    from kagura.relay._redis import _Follower  # pyright: ignore[reportPrivateUsage]
+
+    follower = _Follower.__new__(_Follower)
+    key = "k:{0}:s:entries"
+    entry = b'1700-7\n["c","d"]'  # events 6 and 7
+    for cursors, delivered in [((5,), True), ((5, 6), True), ((5, 4), False), ((3,), False)]:
+        readers = [Following(1700, c) for c in cursors]
+        follower._watched = {key: set(readers)}  # pyright: ignore[reportPrivateUsage]
+        follower._active = {}  # pyright: ignore[reportPrivateUsage]
+        assert follower._ring(key, entry, 0.0) is delivered, cursors  # pyright: ignore[reportPrivateUsage]
+        for reader in readers:
+            assert reader.got == ([(7, ("c", "d"))] if delivered else [])
+    follower._watched = {key: {Following(1699, 5)}}  # pyright: ignore[reportPrivateUsage]
+    assert not follower._ring(key, entry, 0.0)  # another stream of that id  # pyright: ignore[reportPrivateUsage]
+    follower._watched = {key: {Following(1700, 5)}}  # pyright: ignore[reportPrivateUsage]
+    for hostile in [b"1700-7", b"x-7\n[]", b"1700-7\n{", b"1700-7\n5", b"\n"]:
+        assert not follower._ring(key, hostile, 0.0), hostile  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_the_follow_loops_of_a_cluster_start_together_without_failing(

@@ -14,8 +14,9 @@ one process cannot afford. Two ways to send them together, with one interface (`
   together in the next one (as ioredis's ``enableAutoPipelining`` does).
 
 A caller may ask for a bell to be rung after its commands: each exchange ends with one
-``XADD`` per bell key named, listing the members rung (readers learn which streams changed
-without reading them all). A bell is a hint: its reply is not checked.
+``XADD`` per bell key named, listing the members rung, each with a value (the relay puts
+there the entry just written, so that a reader following the bell need not read the
+stream too). A bell is a hint: its reply is not checked.
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ Command = Sequence[Any]
 _MAX_COMMANDS: Final = 1024  # per exchange
 BELL_MAXLEN: Final = 1000  # entries a bell keeps (MAXLEN ~)
 
-Ring = tuple[str, str]
-"""(bell key, member): an ``XADD <bell> * <member> ""`` after the caller's commands."""
+_BELL_BYTES: Final = 8 * 1024  # of values in one bell entry; beyond, members ring empty
+
+Ring = tuple[str, str, bytes]
+"""(bell key, member, value): an ``XADD <bell> * <member> <value>`` after the caller's
+commands (the value is dropped, ``""``, for a member rung twice in one exchange, or past
+``_BELL_BYTES`` of values in one entry)."""
 _Waiting = tuple[Sequence[Command], Sequence[Ring], "asyncio.Future[list[Any]]"]
 
 
@@ -316,13 +321,19 @@ def _seen(task: asyncio.Task[None]) -> None:
 def _bells(rings: Iterable[Ring]) -> list[Command]:
     """One ``XADD`` per bell key, naming each member once.
 
-    >>> _bells([("b", "s1"), ("b", "s2"), ("b", "s1")])
-    [('XADD', 'b', 'MAXLEN', '~', 1000, '*', 's1', '', 's2', '')]
+    >>> _bells([("b", "s1", b"1"), ("b", "s2", b"2"), ("b", "s1", b"3")])
+    [('XADD', 'b', 'MAXLEN', '~', 1000, '*', 's1', b'', 's2', b'2')]
     """
-    members: dict[str, dict[str, None]] = {}
-    for bell, member in rings:
-        members.setdefault(bell, {})[member] = None
-    return [
-        ("XADD", bell, "MAXLEN", "~", BELL_MAXLEN, "*", *(x for m in rung for x in (m, "")))
-        for bell, rung in members.items()
-    ]
+    members: dict[str, dict[str, bytes]] = {}
+    for bell, member, value in rings:
+        rung = members.setdefault(bell, {})
+        rung[member] = b"" if member in rung else value
+    commands: list[Command] = []
+    for bell, rung in members.items():
+        args: list[Any] = []
+        size = 0
+        for member, value in rung.items():
+            size += len(value)
+            args += (member, value if size <= _BELL_BYTES else b"")
+        commands.append(("XADD", bell, "MAXLEN", "~", BELL_MAXLEN, "*", *args))
+    return commands

@@ -50,6 +50,7 @@ _FIELD: Final = "d"
 _FOLLOW_COUNT: Final = 256  # entries per stream per XREAD
 _BELL_COUNT: Final = 1024  # bell entries per XREAD
 _FOLLOW_DIRECTLY: Final = 32  # streams a loop blocks on directly; beyond, on their bells
+_RING_BYTES: Final = 1024  # an entry bigger than this is not carried by the bell
 _READ_KEYS: Final = 64  # streams per non-blocking XREAD of the follow loop
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
 _MAX_SHARDS: Final = 256
@@ -421,14 +422,17 @@ class RedisRelay(RelayBase):
     ) -> list[bool | Exception]:
         # One exchange for every producer of the tick, each ringing its shard's bell.
         commands: list[tuple[Any, ...]] = []
-        rings: list[tuple[str, str]] = []
+        rings: list[tuple[str, str, bytes]] = []
         for claim, entries in batch:
             keys = self._keys(claim.stream_id)
-            commands += [
-                self._xadd(keys.entries, f"{claim.base}-{last}", pack(events))
-                for last, events in entries
-            ]
-            rings.append((keys.bell, keys.entries))
+            written = [(f"{claim.base}-{last}", pack(events)) for last, events in entries]
+            commands += [self._xadd(keys.entries, id_, payload) for id_, payload in written]
+            # The bell carries the entry itself (most often there is one): a reader that
+            # follows the bell has it without reading the stream.
+            ring = b""
+            if len(written) == 1 and len(written[0][1]) <= _RING_BYTES:
+                ring = f"{written[0][0]}\n".encode() + written[0][1]
+            rings.append((keys.bell, keys.entries, ring))
         replies = await self._batch.send(commands, rings=rings)
         results: list[bool | Exception] = []
         start = 0
@@ -503,8 +507,13 @@ class RedisRelay(RelayBase):
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         replies = await self._batch.send(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
-            async with self._pooled():
-                await self._client.script_load(script.script)
+            if isinstance(self._batch, PipelinedConnection):  # on the producers' connection
+                [loaded] = await self._batch.send([("SCRIPT", "LOAD", script.script)])
+                if isinstance(loaded, Exception):
+                    raise loaded
+            else:  # (a Cluster loads it on every node)
+                async with self._pooled():
+                    await self._client.script_load(script.script)
             again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             resent = await self._batch.send([commands[i] for i in again])
             for i, reply in zip(again, resent, strict=True):
@@ -860,10 +869,12 @@ class _Follower:
         self._deliver(await self._block(self._cursors(self._watched), _FOLLOW_COUNT, until))
 
     async def _listen(self, until: float) -> list[str]:
-        """Block on the bells until one rings or ``until``; the watched keys rung."""
+        """Block on the bells until one rings or ``until``; deliver the entries they carry;
+        the watched keys to read (rung without their entry, or after a gap)."""
         streams = {bell: self._bells[bell] for bell in self._ringers}
         response = await self._block(streams, _BELL_COUNT, until)
         rung: dict[str, None] = {}
+        now = time.monotonic()
         for raw_key, raw_entries in response:
             key = raw_key.decode()
             last = raw_entries[-1][0].decode()
@@ -872,9 +883,31 @@ class _Follower:
                 continue
             self._bells[key] = last
             for _, fields in raw_entries:
-                for member in fields:
-                    rung[member.decode()] = None
-        return [key for key in rung if key in self._watched]
+                for member, value in fields.items():
+                    name = member.decode()
+                    if name in self._watched and not (value and self._ring(name, value, now)):
+                        rung[name] = None
+        return list(rung)
+
+    def _ring(self, key: str, value: bytes, now: float) -> bool:
+        """Deliver the entry a bell carried (``<id>\\n<entry>``) to the readers of ``key``;
+        False if one of them would miss entries before it (the stream is then read from
+        their cursors), or the value is not an entry."""
+        head, _, payload = value.partition(b"\n")
+        try:
+            base, last = _parse_id(head)
+            entry = [(last, unpack(payload))]
+        except (ValueError, TypeError):
+            return False
+        first = last - len(entry[0][1]) + 1
+        watchers = self._watched[key]
+        if any(w.base != base or w.cursor < first - 1 for w in watchers):
+            return False
+        self._active[key] = now
+        for watcher in list(watchers):
+            if not watcher.deliver(entry):
+                self.remove(watcher, key)
+        return True
 
     async def _block(self, streams: dict[str, str], count: int, until: float) -> list[Any]:
         """One blocking XREAD of ``streams`` and the wake key (a reader added meanwhile ends
