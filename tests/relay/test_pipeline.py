@@ -44,7 +44,7 @@ def make_batch(kind: str, port: int, **options: Any) -> tuple[Batch, Redis]:
     if kind == "auto":
         return AutoPipeline(client, unavailable), client
     connect = ConnectionPool(port=port, protocol=2, **options).make_connection
-    return PipelinedConnection(connect, unavailable), client
+    return PipelinedConnection(connect, unavailable, timeout=5), client
 
 
 @pytest.fixture(params=KINDS)
@@ -192,7 +192,7 @@ async def test_a_pipelined_connection_writes_without_waiting_for_earlier_replies
     first, second, third = key("a"), key("b"), key("c")
     async with HeldReplies(redis_server.port) as proxy:
         connect = ConnectionPool(port=proxy.port, protocol=2).make_connection
-        batch = PipelinedConnection(connect, unavailable)
+        batch = PipelinedConnection(connect, unavailable, timeout=5)
         await batch.send([("PING",)])  # connected (its handshake) and answered
         proxy.hold()
         one = batch.send([("INCR", first)])
@@ -221,7 +221,7 @@ async def test_a_pipelined_connection_fails_what_a_dead_server_owed_and_reconnec
     it is back the next exchange goes on a new connection."""
     counter = key("n")
     connect = ConnectionPool(port=own_redis_server.port, protocol=2).make_connection
-    batch = PipelinedConnection(connect, unavailable)
+    batch = PipelinedConnection(connect, unavailable, timeout=5)
     try:
         assert await batch.send([("INCR", counter)]) == [1]
         owed = batch.send([("BLPOP", key("never"), 5)])
@@ -262,3 +262,29 @@ async def test_many_slow_streams_share_round_trips(redis_server: RedisServer) ->
     assert got == [[f"{n} " for n in range(25)]] * 100
     assert xadds >= 100 * 25 // 2  # most chunks were entries of their own
     assert sent <= (xadds + renewals) / 4
+
+
+async def test_a_pipelined_connection_gives_up_on_a_server_that_does_not_answer(
+    redis_server: RedisServer,
+) -> None:
+    """Replies held past ``timeout``: the exchanges waiting fail (RelayUnavailable), whether
+    written first or later, and the next one goes on a new connection."""
+    counter = key("n")
+    async with HeldReplies(redis_server.port) as proxy:
+        connect = ConnectionPool(port=proxy.port, protocol=2).make_connection
+        batch = PipelinedConnection(connect, unavailable, timeout=0.3)
+        try:
+            await batch.send([("PING",)])
+            proxy.hold()
+            started = asyncio.get_running_loop().time()
+            first = batch.send([("INCR", counter)])
+            await asyncio.sleep(0.2)
+            later = batch.send([("INCR", counter)])
+            for owed in (first, later):
+                with pytest.raises(RelayUnavailable, match="did not answer"):
+                    await asyncio.wait_for(owed, 5)
+            assert 0.3 <= asyncio.get_running_loop().time() - started < 2
+            proxy.release()
+            assert await asyncio.wait_for(batch.send([("INCR", counter)]), 5) == [3]
+        finally:
+            await batch.aclose()

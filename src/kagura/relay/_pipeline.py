@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from kagura.errors import RelayError
+from kagura.errors import RelayError, RelayUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -155,17 +155,21 @@ class PipelinedConnection:
 
     ``connect()`` makes a new (unconnected) redis-py connection; one is made again after a
     failure, which fails every exchange written on the old one and not answered yet (their
-    commands may have run). The replies to one exchange are awaited for at most what
-    ``guard`` allows.
+    commands may have run). An exchange not answered within ``timeout`` seconds of being
+    written fails the connection (one timer for the connection, not one per exchange);
+    ``guard`` says what a failure is (it need not bound the time).
     """
 
     def __init__(
         self,
         connect: Callable[[], AbstractConnection],
         guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        *,
+        timeout: float,
     ) -> None:
         self._connect = connect
         self._guard = guard
+        self._timeout = timeout
         self._outbox: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
         self._link: _Link | None = None
@@ -198,7 +202,7 @@ class PipelinedConnection:
             try:
                 async with self._guard():
                     if link is None or link.broken:
-                        link = self._link = _Link(self._connect(), self._guard)
+                        link = self._link = _Link(self._connect(), self._guard, self._timeout)
                         await link.connection.connect()
                     link.expect(batch, len(commands))
                     packed = link.connection.pack_commands(commands)
@@ -236,26 +240,45 @@ class _Link:
         self,
         connection: AbstractConnection,
         guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+        timeout: float,
     ) -> None:
         self.connection = connection
         self._guard = guard
-        self._waiting: deque[tuple[list[_Waiting], int]] = deque()
+        self._timeout = timeout
+        self._waiting: deque[tuple[list[_Waiting], int, float]] = deque()
         self._reader: asyncio.Task[None] | None = None
+        self._watch: asyncio.TimerHandle | None = None
         self.broken = False
 
     def expect(self, batch: list[_Waiting], replies: int) -> None:
         """``batch``'s exchange, of ``replies`` commands, is being written."""
-        self._waiting.append((batch, replies))
+        loop = asyncio.get_running_loop()
+        self._waiting.append((batch, replies, loop.time()))
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(
-                self._read(), name="kagura.relay pipeline replies"
+            self._reader = loop.create_task(self._read(), name="kagura.relay pipeline replies")
+        if self._watch is None:
+            self._watch = loop.call_later(self._timeout, self._check)
+
+    def _check(self) -> None:
+        """Fail the connection if its oldest exchange waited ``timeout``; else look again
+        when it will have."""
+        self._watch = None
+        if not self._waiting or self.broken:
+            return
+        due = self._waiting[0][2] + self._timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            self.fail(
+                RelayUnavailable(f"the relay's Redis server did not answer in {self._timeout:g} s")
             )
+        else:
+            self._watch = loop.call_at(due, self._check)
 
     async def _read(self) -> None:
         from redis.exceptions import ResponseError
 
         while self._waiting and not self.broken:
-            batch, count = self._waiting[0]
+            batch, count, _ = self._waiting[0]
             replies: list[Any] = []
             try:
                 async with self._guard():
@@ -281,8 +304,11 @@ class _Link:
             return
         self.broken = True
         while self._waiting:
-            batch, _ = self._waiting.popleft()
+            batch, _, _ = self._waiting.popleft()
             _fail(batch, error)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         reader = self._reader
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()

@@ -247,7 +247,9 @@ class RedisRelay(RelayBase):
             # The producers' appends and renewals: on a connection of their own, each
             # exchange at once (not one at a time, nor each through the pool).
             self._batch = PipelinedConnection(
-                ConnectionPool(**options).make_connection, self._guard
+                ConnectionPool(**options).make_connection,
+                functools.partial(self._guard, bounded=False),
+                timeout=2 * self.timeout,
             )
         self._follow_client = follow_client
         self._discovered = not self._cluster  # see _discover
@@ -298,9 +300,11 @@ class RedisRelay(RelayBase):
         return round(ttl * 1000)
 
     @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncGenerator[None]:
+    async def _guard(self, *, bounded: bool = True) -> AsyncGenerator[None]:
         """Any failure to reach the server, or a late answer, as RelayUnavailable; a server
-        of the other kind (Cluster or not) than ``cluster`` says, as ConfigError."""
+        of the other kind (Cluster or not) than ``cluster`` says, as ConfigError.
+        ``bounded=False``: no time limit of its own (the caller has one: a timer per
+        exchange cost a busy producer more than the exchange)."""
         from redis.exceptions import (
             AskError,
             ClusterCrossSlotError,
@@ -314,7 +318,7 @@ class RedisRelay(RelayBase):
 
         unreachable = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
         try:
-            async with asyncio.timeout(2 * self.timeout):
+            async with asyncio.timeout(2 * self.timeout if bounded else None):
                 if not self._discovered:
                     await self._discover()
                 yield
