@@ -797,6 +797,9 @@ def _pct(value: float) -> str:
 
 def _delivered(scenario: Json, run: Json) -> str:
     expected = run["chunks_scheduled"] * scenario["readers_per_stream"]
+    short = sum(not x["complete"] for x in run.get("rounds", ()))
+    if run["complete"] and short:
+        return f"all {expected:,}; **{short} other round(s) missed chunks**"
     if run["complete"]:
         return f"all {expected:,}"
     failed = f"; {run['reads_failed']:,} reads failed" if run["reads_failed"] else ""
@@ -895,6 +898,10 @@ def scaling_method(r: Json) -> str:
                         for i, (k, v) in enumerate(r["relay_settings"].items()))
             + " unless the row names another setting). *Added* is the relay's percentile "
             "minus the direct run's.",
+            "- Rounds: the issue's two scenarios run three times, direct and relay "
+            "alternating (on a shared machine one run's p99 moves by several milliseconds); "
+            "each path's row is its round with the median p99, and *p99 of each round* lists "
+            "them all. Every round must deliver every chunk.",
             "- Redis's share, from its own counters between the producer's start signal and "
             "the reader's last chunk: `INFO commandstats` calls (every command, those the "
             "relay's Lua scripts run included) per chunk the sources wrote, "
@@ -921,6 +928,9 @@ def scaling_delay(r: Json) -> str:
                 _ms(run["max_ms"]),
                 num(run["added_p50_ms"]) if relay else "",
                 num(run["added_p99_ms"]) if relay else "",
+                " / ".join(_ms(x["p99_ms"]) for x in run["rounds"])
+                if len(run.get("rounds", ())) > 1
+                else "",
                 _delivered(scenario, run),
             ]
         )
@@ -944,6 +954,7 @@ def scaling_delay(r: Json) -> str:
                     "max ms",
                     "added p50 ms",
                     "added p99 ms",
+                    "p99 ms of each round",
                     "chunks delivered",
                 ],
                 rows,
@@ -1029,7 +1040,8 @@ def scaling_cost(r: Json) -> str:
             "Redis commands per chunk written, by kind: `XADD` appends one entry (the events "
             "of one batch) and, once per round trip of appends, rings the bell that tells the "
             "readers which streams changed (*chunks per XADD* counts both), `XREAD` is the "
-            "readers' follow loop (the bell, then the streams it named), `EXISTS` and `XRANGE` "
+            "readers' follow loop (the bell, which carries the entries just written, and the "
+            "streams it named without theirs), `EXISTS` and `XRANGE` "
             "are lease checks and reads from storage, and *scripts* are the lease renewals and "
             "the ends (`EVALSHA` and the `GET`, `PEXPIRE`, `PTTL`, `DEL` and `XREVRANGE` they "
             "run).",
@@ -1216,8 +1228,9 @@ def scaling_sizing(r: Json) -> str:
         "- **Redis connections.** A `RedisRelay` holds a pool of at most `max_connections` "
         f"(default {settings.get('max_connections')}), opened as its exchanges overlap, "
         "and, once it has readers, one more connection on which a single loop follows every "
-        f"stream they read. In these runs a process held {_span(conns)}, however many "
-        "streams and readers it had. Budget `workers * (max_connections + 1)` against the "
+        "stream they read, and, once it publishes, one on which its producers send their "
+        f"appends and renewals. In these runs a process held {_span(conns)}, however many "
+        "streams and readers it had. Budget `workers * (max_connections + 2)` against the "
         "server's `maxclients`, and share one relay among all the requests of a process.",
         "- **Chunks per worker process.** Every chunk costs the producing process its share "
         "of an `XADD` round trip and each reading process its share of an `XREAD`, through "
@@ -1229,8 +1242,8 @@ def scaling_sizing(r: Json) -> str:
         f"{num(direct[cs['name']]['source_late_p99_ms'], 'ms')}). With more chunks per "
         "process the producing one fell behind: "
         + "; ".join(behind(s, run) for s, run in busy)
-        + ". Its exchanges with Redis queue behind one another, batches grow, and a lease "
-        "renewal that waits longer than the lease gives the stream up. Measure the rate at "
+        + ". Its loop then runs late: batches grow, every chunk waits for the loop, and a "
+        "lease renewal that waits longer than the lease gives the stream up. Measure the rate at "
         "which your "
         "workers fall behind, keep each well below it, and add worker processes rather than "
         "streams per process: the Redis CPU column shows that Redis is not what runs out "
@@ -1288,10 +1301,12 @@ def _gc_bullet(defaults: list[tuple[Json, Json]], direct: dict[str, Json]) -> li
     s, run = max(measured, key=lambda x: max(x[1]["producer_gc_max_ms"], x[1]["reader_gc_max_ms"]))
     base = direct.get(s["name"], {})
     return [
-        "- **Garbage collection.** Every chunk through the relay allocates a few objects "
-        "(futures, timers, entries) that live across a round trip to Redis, and CPython's "
-        "cyclic collector, which runs every few hundred allocations, moves them to its older "
-        "generations; the collections of those then stop the whole process. At "
+        "- **Garbage collection.** Objects alive across a round trip to Redis (a stream's "
+        "pending events, an exchange waiting for its replies) are moved by CPython's cyclic "
+        "collector, which runs every few hundred allocations, to its older generations; the "
+        "collections of those stop the whole process. The relay keeps few of them (one timer "
+        "and one exchange per tick of `batch_window` for all the streams of a process, not "
+        "one per stream and chunk). At "
         f"{s['name']} they paused the producing process for up to "
         f"{num(run['producer_gc_max_ms'], 'ms')} ({num(run['producer_gc_ms_per_s'], 'ms')} "
         f"a second) and the reading one for up to {num(run['reader_gc_max_ms'], 'ms')} "
@@ -1302,9 +1317,10 @@ def _gc_bullet(defaults: list[tuple[Json, Json]], direct: dict[str, Json]) -> li
             if "producer_gc_max_ms" in base
             else ""
         )
-        + ". Such a pause delays every chunk the process holds: with thousands of streams "
-        "per process it is a large part of the tail. `gc.freeze()` once a worker has "
-        "imported everything keeps its startup objects out of every collection."
+        + ". Such a pause delays every chunk the process holds, and it grows with everything "
+        "the process keeps (a worker that imports a web framework and an LLM client keeps a "
+        "lot): `gc.freeze()` once a worker has imported everything keeps its startup objects "
+        "out of every collection."
     ]
 
 
