@@ -51,8 +51,8 @@ commands (the value is dropped, ``""``, for a member rung twice in one exchange,
 _Waiting = tuple[Sequence[Command], Sequence[Ring], "asyncio.Future[list[Any]]"]
 
 
-class AutoPipeline:
-    """Sends the commands that tasks hand it in as few exchanges as it can.
+class _Sender:
+    """What both kinds share: callers' commands queue up, and one task sends them.
 
     :meth:`send` returns a caller's replies in order, a command's error reply as a
     value (a redis-py ``ResponseError``); a failed exchange raises, in every caller of it,
@@ -60,12 +60,7 @@ class AutoPipeline:
     its commands sent, as with any command cancelled after it was written.
     """
 
-    def __init__(
-        self,
-        client: Redis | RedisCluster,
-        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
-    ) -> None:
-        self._client = client
+    def __init__(self, guard: Callable[[], contextlib.AbstractAsyncContextManager[None]]) -> None:
         self._guard = guard
         self._queue: deque[_Waiting] = deque()
         self._runner: asyncio.Task[None] | None = None
@@ -87,6 +82,33 @@ class AutoPipeline:
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run(), name="kagura.relay pipeline")
         return future
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop sending; callers still waiting get :class:`~kagura.errors.RelayError`."""
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        _fail(self._queue, RelayError("the relay is closed"))
+        self._queue.clear()
+
+
+class AutoPipeline(_Sender):
+    """Sends the commands that tasks hand it in as few exchanges as it can, one exchange in
+    flight at a time, through ``client`` (a Cluster client routes each command)."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        super().__init__(guard)
+        self._client = client
 
     async def _run(self) -> None:
         from redis.exceptions import ResponseError
@@ -120,36 +142,15 @@ class AutoPipeline:
                         replies = await pipe.execute(raise_on_error=False)
                     self.exchanges += 1
             except asyncio.CancelledError:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(RelayError("the relay is closed"))
+                _fail(batch, RelayError("the relay is closed"))
                 raise
             except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(batch, exc)
                 continue
-            start = 0
-            for commands, _, future in batch:
-                if not future.done():
-                    future.set_result(replies[start : start + len(commands)])
-                start += len(commands)
-
-    async def aclose(self) -> None:
-        """Stop sending; callers still waiting get :class:`~kagura.errors.RelayError`."""
-        self._closed = True
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-        while self._queue:
-            _, _, future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(RelayError("the relay is closed"))
+            _answer(batch, replies)
 
 
-class PipelinedConnection:
+class PipelinedConnection(_Sender):
     """Sends the commands that tasks hand it on one connection of its own, as
     :class:`AutoPipeline` does, but without waiting for the replies to earlier exchanges.
 
@@ -167,33 +168,15 @@ class PipelinedConnection:
         *,
         timeout: float,
     ) -> None:
+        super().__init__(guard)
         self._connect = connect
-        self._guard = guard
         self._timeout = timeout
-        self._outbox: list[_Waiting] = []
-        self._writer: asyncio.Task[None] | None = None
         self._link: _Link | None = None
-        self._closed = False
-        self.exchanges = 0  # how many exchanges it wrote (for tests and benchmarks)
 
-    def send(
-        self, commands: Sequence[Command], *, rings: Sequence[Ring] = ()
-    ) -> asyncio.Future[list[Any]]:
-        """The replies to ``commands`` (see :meth:`AutoPipeline.send`)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if self._closed:
-            future.set_exception(RelayError("the relay is closed"))
-            return future
-        self._outbox.append((commands, rings, future))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write(), name="kagura.relay pipeline")
-        return future
-
-    async def _write(self) -> None:
-        while self._outbox:
-            batch = [waiting for waiting in self._outbox if not waiting[2].done()]
-            self._outbox = []
+    async def _run(self) -> None:
+        while self._queue:
+            batch = [waiting for waiting in self._queue if not waiting[2].done()]
+            self._queue.clear()
             if not batch:
                 continue
             commands = [command for commands, _, _ in batch for command in commands]
@@ -218,15 +201,7 @@ class PipelinedConnection:
             self.exchanges += 1
 
     async def aclose(self) -> None:
-        """Stop sending; callers still waiting get :class:`~kagura.errors.RelayError`."""
-        self._closed = True
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        _fail(self._outbox, RelayError("the relay is closed"))
-        self._outbox = []
+        await super().aclose()
         link, self._link = self._link, None
         if link is not None:
             await link.aclose()
