@@ -4,11 +4,14 @@ Keys of one stream share a hash tag, its shard's (``kagura:{<tag>}:<id>:entries`
 ``:lease``, ``:meta``), so every command and script of a stream stays on one Cluster slot.
 A stream's shard is a hash of its id; the shards' tags lie evenly over the 16384 slots.
 Entries are written with explicit ids (the id of their last event), so a retried append
-is harmless. Each exchange of appends also rings a bell (a short stream naming the streams
-written: ``kagura:bell``; on a Cluster, the shard's ``kagura:{<tag>}:bell``). Readers of
-one relay share one connection that blocks on the bells of the streams they read (on a
-Cluster, where one command reaches one slot, one connection per shard being read), then
-reads only the streams rung; and a bounded pool for everything else.
+is harmless. The producers of one relay send their appends and renewals together, each
+tick of ``batch_window``, on a connection of their own (on a Cluster, through the pool).
+Each exchange of appends also rings a bell (a short stream naming the streams written, with
+the entry just written when it is small: ``kagura:bell``; on a Cluster, the shard's
+``kagura:{<tag>}:bell``). Readers of one relay share one connection that blocks on the
+bells of the streams they read (on a Cluster, where one command reaches one slot, one
+connection per shard being read), takes the entries they carry and reads only the streams
+rung without one; and a bounded pool for everything else.
 """
 
 from __future__ import annotations
@@ -746,11 +749,13 @@ class _Follower:
 
     It does not ``XREAD`` all of them each time: that costs the client and the server in
     proportion to the streams followed, whether they changed or not. Producers ring a bell
-    (a short stream; one ``XADD`` per exchange, naming the streams written; see
-    :class:`~kagura.relay._pipeline.AutoPipeline`), and the loop blocks on the bells of
-    the streams it follows, then reads only the streams rung, from each one's cursor.
-    (Up to ``_FOLLOW_DIRECTLY`` streams, it blocks on the streams themselves: one round
-    trip where bells take two.)
+    (a short stream; one ``XADD`` per exchange, naming the streams written, each with the
+    entry written when there is one of at most ``_RING_BYTES``; see
+    :mod:`~kagura.relay._pipeline`), and the loop blocks on the bells of the streams it
+    follows, hands their readers the entries the bells carry (:meth:`_ring`), and reads
+    only the streams rung without one (or whose readers would miss an entry before it),
+    from each one's cursor. (Up to ``_FOLLOW_DIRECTLY`` streams, it blocks on the streams
+    themselves: fewer commands for a loop that follows a few.)
     A stream whose read was cut at ``_FOLLOW_COUNT`` entries, or whose first reader just
     came, is read again without waiting. Every ``interval`` seconds it reads the streams
     that got no entry for an interval, rung or not (a bell lost with a failed exchange
