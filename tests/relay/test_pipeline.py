@@ -142,6 +142,7 @@ class HeldReplies:
     def __init__(self, port: int) -> None:
         self.target = port
         self.upstream = bytearray()
+        self.arrived = asyncio.Condition()
         self.released = asyncio.Event()
         self.released.set()
         self.server: asyncio.Server | None = None
@@ -160,6 +161,11 @@ class HeldReplies:
     def hold(self) -> None:
         self.released.clear()
 
+    async def sent(self, *needles: bytes) -> None:
+        """Until every one of ``needles`` has reached the server."""
+        async with self.arrived:
+            await self.arrived.wait_for(lambda: all(n in self.upstream for n in needles))
+
     def release(self) -> None:
         self.released.set()
 
@@ -170,6 +176,8 @@ class HeldReplies:
             while data := await reader.read(65536):
                 self.upstream += data
                 up_writer.write(data)
+                async with self.arrived:
+                    self.arrived.notify_all()
 
         async def downstream() -> None:
             while data := await up_reader.read(65536):
@@ -200,9 +208,8 @@ async def test_a_pipelined_connection_writes_without_waiting_for_earlier_replies
         two = batch.send([("INCR", second), ("INCRBY", second, 5)])
         await asyncio.sleep(0.05)
         three = batch.send([("SET", third, "x"), ("INCR", third)])
-        await asyncio.sleep(0.1)
-        sent = bytes(proxy.upstream)
-        assert all(k.encode() in sent for k in (first, second, third))
+        async with asyncio.timeout(5):  # all three reach the server, the replies held
+            await proxy.sent(*(k.encode() for k in (first, second, third)))
         assert [one.done(), two.done(), three.done()] == [False, False, False]
         proxy.release()
         assert await one == [1]
