@@ -24,6 +24,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Iterable,
     Sequence,
 )
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ __all__ = ["Relay", "RelayBase", "RelayEntry", "StreamStatus"]
 
 _log = structlog.get_logger("kagura.relay")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 StreamStatus = Literal["running", "ended", "failed", "lost", "unknown"]
 """What :meth:`Relay.status` reports: ``"unknown"`` also for another owner's stream."""
@@ -299,23 +301,11 @@ class RelayBase(ABC):
     ) -> list[bool | Exception]:
         """:meth:`_append` for each stream of ``batch`` (a backend sends them together): its
         result, or the error it met."""
-        results: list[bool | Exception] = []
-        for claim, entries in batch:
-            try:
-                results.append(await self._append(claim, entries))
-            except Exception as exc:
-                results.append(exc)
-        return results
+        return await _each(batch, lambda item: self._append(*item))
 
     async def _renew_many(self, claims: Sequence[Claim]) -> list[Renewal | Exception]:
         """:meth:`_renew` for each of ``claims`` (a backend sends them together)."""
-        results: list[Renewal | Exception] = []
-        for claim in claims:
-            try:
-                results.append(await self._renew(claim))
-            except Exception as exc:
-                results.append(exc)
-        return results
+        return await _each(claims, self._renew)
 
     @abstractmethod
     async def _request_stop(self, stream_id: str, owner: str | None) -> bool:
@@ -736,6 +726,19 @@ async def _iterate(
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def _each(
+    items: Iterable[_T], attempt: Callable[[_T], Awaitable[_R]]
+) -> list[_R | Exception]:
+    """``attempt(item)`` for each item in turn: its result, or the error it raised."""
+    results: list[_R | Exception] = []
+    for item in items:
+        try:
+            results.append(await attempt(item))
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

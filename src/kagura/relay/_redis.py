@@ -56,6 +56,7 @@ _FOLLOW_DIRECTLY: Final = 32  # streams a loop blocks on directly; beyond, on th
 _RING_BYTES: Final = 1024  # an entry bigger than this is not carried by the bell
 _READ_KEYS: Final = 64  # streams per non-blocking XREAD of the follow loop
 _SLOTS: Final = 16384  # a Redis Cluster's hash slots
+_RENEWALS: Final[dict[int, Renewal]] = {1: "held", 2: "stop"}  # _RENEW's replies; else lost
 _MAX_SHARDS: Final = 256
 _TRANSPORT_MODULES: Final = ("asyncio.selector_events", "asyncio.sslproto")
 
@@ -486,13 +487,7 @@ class RedisRelay(RelayBase):
         ]
         replies = await self._batched_scripts(self._renew_script, scripts)
         return [
-            reply
-            if isinstance(reply, Exception)
-            else "held"
-            if reply == 1
-            else "stop"
-            if reply == 2
-            else "lost"
+            reply if isinstance(reply, Exception) else _RENEWALS.get(reply, "lost")
             for reply in replies
         ]
 
@@ -874,7 +869,8 @@ class _Follower:
 
     async def _follow(self, until: float) -> None:
         """Block on the streams themselves until one has entries or ``until``; deliver
-        them. (For a few streams, cheaper than their bells: one round trip, not two.)"""
+        them. (For a few streams, cheaper than their bells, which carry every stream of
+        the server that was written, followed here or not.)"""
         self._deliver(await self._block(self._cursors(self._watched), _FOLLOW_COUNT, until))
 
     async def _listen(self, until: float) -> list[str]:
@@ -912,10 +908,7 @@ class _Follower:
         watchers = self._watched[key]
         if any(w.base != base or w.cursor < first - 1 for w in watchers):
             return False
-        self._active[key] = now
-        for watcher in list(watchers):
-            if not watcher.deliver(entry):
-                self.remove(watcher, key)
+        self._hand(key, watchers, entry, now)
         return True
 
     async def _block(self, streams: dict[str, str], count: int, until: float) -> list[Any]:
@@ -970,13 +963,17 @@ class _Follower:
             watchers = self._watched.get(key)
             if not watchers:
                 continue
-            self._active[key] = now
             if len(raw_entries) >= _FOLLOW_COUNT:
                 self._unread[key] = None  # more may wait
-            entries = _entries(raw_entries)
-            for watcher in list(watchers):
-                if not watcher.deliver(entries):
-                    self.remove(watcher, key)
+            self._hand(key, watchers, _entries(raw_entries), now)
+
+    def _hand(self, key: str, watchers: set[Watcher], entries: list[Entry], now: float) -> None:
+        """Give ``key``'s readers its new entries (a reader that cannot take them goes to
+        storage)."""
+        self._active[key] = now
+        for watcher in list(watchers):
+            if not watcher.deliver(entries):
+                self.remove(watcher, key)
 
     async def _check_leases(self, interval: float) -> None:
         idle = self._idle(interval)
