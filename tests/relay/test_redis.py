@@ -249,6 +249,30 @@ async def test_the_closed_transport_case_is_told_apart_from_a_bug(
     assert all("closed the connection" in text for text in said), said
 
 
+async def test_a_pipeline_reply_that_is_the_closed_transport_error_is_an_outage() -> None:
+    """redis-py's Cluster pipeline keeps each command's error as its reply: the closed
+    transport's TypeError came back as the XRANGE of a reader's fetch while a slot moved,
+    and read as "no such stream". It is now an outage (retried); our own TypeError is not."""
+    from kagura.relay._redis import _reply_error  # pyright: ignore[reportPrivateUsage]
+
+    left, right = socket.socketpair()
+    _, writer = await asyncio.open_connection(sock=left)
+    writer.close()
+    try:
+        writer.writelines([b"PING\r\n"])  # TypeError on 3.12 and 3.13; dropped on 3.11
+        closed: TypeError | None = None
+    except TypeError as exc:
+        closed = exc
+    finally:
+        right.close()
+        await writer.wait_closed()
+    ours = TypeError("unsupported operand")
+    assert _reply_error([[], ours]) is None
+    if sys.version_info >= (3, 12):
+        assert closed is not None
+        assert _reply_error([[], closed, ours]) is closed
+
+
 async def test_a_crashed_follow_loop_still_lets_close_free_every_connection(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -712,10 +712,14 @@ def _closed_transport_write(exc: BaseException) -> bool:
 def _reply_error(results: list[Any]) -> Exception | None:
     """A pipeline's reply that says the server cannot serve now (a Cluster that is down
     or moving slots, a lost connection) or is a Cluster node to a plain client: raised
-    under :meth:`RedisRelay._guard`, which says which it is."""
+    under :meth:`RedisRelay._guard`, which says which it is. A closed transport's
+    ``TypeError`` (see :func:`_closed_transport_write`) counts too: a Cluster pipeline
+    keeps it as the command's reply."""
     kinds = _unavailable_replies()
     for result in results:
-        if isinstance(result, kinds):
+        if isinstance(result, kinds) or (
+            isinstance(result, TypeError | AttributeError) and _closed_transport_write(result)
+        ):
             return result
     return None
 
